@@ -1,0 +1,62 @@
+"""The estimator interface. NRE and every baseline implement it; ``baselines.registry`` finds them by name."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import traceback
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from nre.problem import EstimateResult, Problem
+
+
+class Estimator(ABC):
+    """A pose estimator with hyperparameters.
+
+    Subclasses set ``name``, ``grid`` (hyperparameter name -> default sweep values), ``defaults`` (fixed options) and
+    ``needs`` (subset of {"matches", "coarse_maps", "dense_maps", "features"}), and implement ``estimate_many``, which
+    takes the whole list of hyperparameter settings at once so that a sweep can share its set-up."""
+
+    name: ClassVar[str] = ""
+    grid: ClassVar[dict[str, list]] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs: ClassVar[frozenset[str]] = frozenset({"matches"})
+    stages: ClassVar[tuple[str, ...] | None] = None  # estimators emitting several results per setting
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.defaults) - set(self.grid)
+        if unknown:
+            raise ValueError(f"estimator {self.name!r}: unknown options {sorted(unknown)}")
+        self.options = {**self.defaults, **options}
+
+    def settings(self, grid: dict[str, list] | None = None) -> list[dict[str, Any]]:
+        """The cartesian product of a sweep grid (default: the estimator's own)."""
+        g = self.grid if grid is None else grid
+        if not g:
+            return [{}]
+        keys = sorted(g)
+        return [dict(zip(keys, vals)) for vals in itertools.product(*(g[k] for k in keys))]
+
+    @abstractmethod
+    def estimate_many(self, problem: Problem, settings: list[dict[str, Any]]) -> list[list[EstimateResult]]:
+        """For each setting, the list of its results (one, or one per stage)."""
+
+    def run(self, problem: Problem, settings: list[dict[str, Any]] | None = None) -> list[list[EstimateResult]]:
+        """``estimate_many`` that never raises: an exception becomes a recorded failure for every setting."""
+        settings = self.settings() if settings is None else settings
+        t0 = time.perf_counter()
+        try:
+            out = self.estimate_many(problem, settings)
+            if len(out) != len(settings):
+                raise RuntimeError(f"returned {len(out)} result lists for {len(settings)} settings")
+            return out
+        except Exception as e:  # recorded, never a crash
+            reason = f"{type(e).__name__}: {e}"
+            dt = time.perf_counter() - t0
+            tb = traceback.format_exc(limit=5)
+            stages = self.stages or (None,)
+            return [
+                [EstimateResult.failure(reason, dt, stage=s, diagnostics={"traceback": tb}) for s in stages]
+                for _ in settings
+            ]

@@ -1,0 +1,3 @@
+"""NRE benchmark harness: Neural Reprojection Error and the absolute pose estimation benchmark around it."""
+
+__version__ = "0.1.0"

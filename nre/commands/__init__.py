@@ -1,0 +1,1 @@
+"""Subcommands of ``nre`` (one module each, see nre.cli)."""

@@ -1,0 +1,234 @@
+"""The map engine: correspondence maps, robust loss maps (Eq. 7), compact sparse storage, bilinear look-ups.
+
+A correspondence map C_n is the spatial softmax over the h*w cells of the dot products between the source
+point descriptor h_n and the target descriptor map H (optionally divided by a temperature). The "out" category
+has C_n(out) = 0 and |Omega-ring| = h*w + 1. The robust loss map is L_n = min(ln|Omega-ring|, -ln C_n): only its
+cells below ln|Omega-ring| are stored (``SparseLossMaps``).
+
+Bilinear look-up rule (shared by MSAC scoring, GNC and the torch NRE): a map position (x, y) (map cells,
+see ``nre.geometry.img_to_map``) spreads its mass over the four cells around it with weights
+(1-a)(1-b), a(1-b), (1-a)b, ab, a = x - floor(x), b = y - floor(y). A corner outside the grid is "out": its
+loss is ln|Omega-ring| in the robust form (+inf in the plain NRE with s = 1). So the band between the outermost
+cell centres and the image border interpolates between the edge cell and "out", and a point behind the camera
+is entirely "out".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+def log_omega(h: int, w: int) -> float:
+    """ln |Omega-ring| = ln(h * w + 1)."""
+    return float(np.log(h * w + 1.0))
+
+
+@dataclass
+class SparseLossMaps:
+    """Truncated loss maps of N points on an (h, w) grid in CSR form.
+
+    offsets: (N + 1,) int64; the cells of point n are cells[offsets[n]:offsets[n + 1]].
+    cells:   (nnz,) int32 flat indices y * w + x into the (h, w) grid.
+    values:  (nnz,) float32 loss values L < trunc.
+    trunc:   the truncation level ln|Omega-ring| (for local fine maps: ln of the full fine grid's |Omega-ring|).
+    scale:   (sx, sy) = map size / image size (the image <-> map transform of nre.geometry).
+    """
+
+    shape: tuple[int, int]
+    offsets: np.ndarray
+    cells: np.ndarray
+    values: np.ndarray
+    trunc: float
+    scale: np.ndarray = field(default_factory=lambda: np.ones(2))
+
+    def __post_init__(self):
+        self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        self.cells = np.asarray(self.cells, dtype=np.int32)
+        self.values = np.asarray(self.values, dtype=np.float32)
+        self.scale = np.asarray(self.scale, dtype=float).reshape(2)
+        self.shape = (int(self.shape[0]), int(self.shape[1]))
+        if self.offsets[-1] != len(self.cells) or len(self.cells) != len(self.values):
+            raise ValueError(
+                f"inconsistent sparse maps: offsets end at {self.offsets[-1]}, "
+                f"{len(self.cells)} cells, {len(self.values)} values"
+            )
+
+    @property
+    def n(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nnz(self) -> int:
+        return len(self.cells)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def nbytes(self) -> int:
+        return self.offsets.nbytes + self.cells.nbytes + self.values.nbytes
+
+    def point_index(self) -> np.ndarray:
+        """(nnz,) index of the point each stored cell belongs to."""
+        return np.repeat(np.arange(self.n), self.counts)
+
+    def cell_xy(self) -> np.ndarray:
+        """(nnz, 2) (x, y) map coordinates of the stored cells."""
+        w = self.shape[1]
+        return np.stack([self.cells % w, self.cells // w], -1)
+
+    def subset(self, idx: np.ndarray) -> SparseLossMaps:
+        idx = np.asarray(idx)
+        counts = self.counts[idx]
+        starts = self.offsets[idx]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        gather = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
+        return SparseLossMaps(self.shape, offsets, self.cells[gather], self.values[gather], self.trunc, self.scale)
+
+    def to_dense(self, idx: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+        """(N, h, w) dense truncated loss maps (memory: N * h * w * itemsize)."""
+        sub = self if idx is None else self.subset(idx)
+        h, w = self.shape
+        dense = np.full((sub.n, h * w), sub.trunc, dtype=dtype)
+        dense[sub.point_index(), sub.cells] = sub.values
+        return dense.reshape(sub.n, h, w)
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}shape": np.array(self.shape),
+            f"{prefix}offsets": self.offsets,
+            f"{prefix}cells": self.cells,
+            f"{prefix}values": self.values.astype(np.float16),
+            f"{prefix}trunc": np.array(self.trunc),
+            f"{prefix}scale": self.scale,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str = "") -> SparseLossMaps:
+        return cls(
+            tuple(arrays[f"{prefix}shape"]),
+            arrays[f"{prefix}offsets"],
+            arrays[f"{prefix}cells"],
+            np.asarray(arrays[f"{prefix}values"], dtype=np.float32),
+            float(arrays[f"{prefix}trunc"]),
+            arrays[f"{prefix}scale"],
+        )
+
+
+def bilinear_corners(xy: np.ndarray, shape: tuple[int, int]):
+    """The 4 corner cells of map positions (..., 2): flat indices (..., 4), weights (..., 4), inside mask (..., 4)."""
+    h, w = shape
+    x, y = xy[..., 0], xy[..., 1]
+    x0 = np.floor(x)
+    y0 = np.floor(y)
+    a = x - x0
+    b = y - y0
+    x0 = x0.astype(np.int64)
+    y0 = y0.astype(np.int64)
+    cx = np.stack([x0, x0 + 1, x0, x0 + 1], -1)
+    cy = np.stack([y0, y0, y0 + 1, y0 + 1], -1)
+    wts = np.stack([(1 - a) * (1 - b), a * (1 - b), (1 - a) * b, a * b], -1)
+    inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    flat = np.where(inside, cy * w + cx, 0)
+    return flat, wts, inside
+
+
+def lookup_dense(dense: np.ndarray, point_idx: np.ndarray, xy: np.ndarray, valid: np.ndarray, trunc: float):
+    """Bilinear look-up of truncated loss maps ``dense`` (N, h, w) at map positions xy (..., 2) of points
+    ``point_idx`` (...,); ``valid`` False (behind the camera, NaN) gives ``trunc``. Vectorised over any batch shape."""
+    N, h, w = dense.shape
+    xy = np.where(valid[..., None], xy, -10.0)
+    flat, wts, inside = bilinear_corners(xy, (h, w))
+    vals = dense.reshape(N, h * w)[point_idx[..., None], flat]
+    vals = np.where(inside, vals, trunc)
+    return np.sum(wts * vals, -1)
+
+
+# ----------------------------------------------------------------------------------------------- engine
+def correspondence_logits(
+    src_desc: torch.Tensor, tgt_map: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log correspondence maps: (N, D) x (D, h, w) -> (N, h*w) log-softmax over the cells."""
+    D, h, w = tgt_map.shape
+    logits = src_desc @ tgt_map.reshape(D, h * w)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1)
+
+
+@dataclass
+class MapStats:
+    """Per-map summaries of dense correspondence maps."""
+
+    argmax_xy: np.ndarray  # (N, 2) map cells (x, y) of the most probable cell
+    score: np.ndarray  # (N,) its probability
+    entropy: np.ndarray  # (N,) Shannon entropy of the map (nats)
+    min_loss: np.ndarray  # (N,) -ln score, the map's minimum loss
+
+
+def dense_maps(
+    src_desc: torch.Tensor | np.ndarray,
+    tgt_map: torch.Tensor | np.ndarray,
+    temperature: float = 1.0,
+    scale=(1.0, 1.0),
+    sparse: bool = True,
+    chunk: int = 256,
+    max_cells_per_point: int | None = None,
+) -> tuple[SparseLossMaps | None, MapStats]:
+    """Correspondence maps of every source descriptor on the target map, computed in chunks of points so that
+    memory stays bounded: returns the sparse truncated loss maps (if ``sparse``) and per-map stats.
+
+    ``max_cells_per_point`` optionally keeps only the lowest-loss cells of each map (documented approximation,
+    off by default)."""
+    src = torch.as_tensor(src_desc, dtype=torch.float32)
+    tmap = torch.as_tensor(tgt_map, dtype=torch.float32)
+    D, h, w = tmap.shape
+    trunc = log_omega(h, w)
+    N = src.shape[0]
+    argmax = np.zeros(N, dtype=np.int64)
+    score = np.zeros(N, dtype=np.float32)
+    entropy = np.zeros(N, dtype=np.float32)
+    cells_l, values_l, counts = [], [], np.zeros(N, dtype=np.int64)
+    with torch.no_grad():
+        for s in range(0, N, chunk):
+            logp = correspondence_logits(src[s : s + chunk], tmap, temperature)
+            mx, am = logp.max(-1)
+            argmax[s : s + chunk] = am.numpy()
+            score[s : s + chunk] = mx.exp().numpy()
+            p = logp.exp()
+            entropy[s : s + chunk] = (-(p * logp).sum(-1)).numpy()
+            if sparse:
+                loss = -logp
+                keep = loss < trunc
+                if max_cells_per_point is not None:
+                    k = min(max_cells_per_point, h * w)
+                    kth = loss.kthvalue(k, dim=-1, keepdim=True).values
+                    keep &= loss <= kth
+                rows, cols = keep.nonzero(as_tuple=True)
+                counts[s : s + chunk] = torch.bincount(rows, minlength=keep.shape[0]).numpy()
+                cells_l.append(cols.numpy().astype(np.int32))
+                values_l.append(loss[rows, cols].numpy())
+    stats = MapStats(
+        argmax_xy=np.stack([argmax % w, argmax // w], -1).astype(np.float64),
+        score=score,
+        entropy=entropy,
+        min_loss=-np.log(np.maximum(score, 1e-30)),
+    )
+    if not sparse:
+        return None, stats
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    maps = SparseLossMaps(
+        (h, w),
+        offsets,
+        np.concatenate(cells_l) if cells_l else np.zeros(0, np.int32),
+        np.concatenate(values_l) if values_l else np.zeros(0, np.float32),
+        trunc,
+        np.asarray(scale, dtype=float),
+    )
+    return maps, stats
