@@ -25,7 +25,8 @@ def _scan() -> dict[str, type[Estimator]]:
             if issubclass(obj, Estimator) and obj is not Estimator and obj.name and not inspect.isabstract(obj):
                 if obj.name in found and found[obj.name] is not obj:
                     raise RuntimeError(
-                        f"estimator name {obj.name!r} is defined twice: {found[obj.name].__module__} and {obj.__module__}"
+                        f"estimator name {obj.name!r} is defined twice: "
+                        f"{found[obj.name].__module__} and {obj.__module__}"
                     )
                 found[obj.name] = obj
     return found
