@@ -1,0 +1,235 @@
+"""The evaluation pairs: (source, target) images of a scene with enough covisible 3D points, split by viewpoint
+distance into easy / medium / hard (tertiles over the sampled set).
+
+The task of a pair: estimate the absolute pose of the target from the 3D points observed in the source.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nre.data.sfm import Scene, list_scenes, load_scene
+from nre.geometry import rotation_angle_deg
+from nre.pair import PairData
+from nre.seeding import rng_for
+
+log = logging.getLogger("nre.pairs")
+
+CATEGORIES = ("easy", "medium", "hard")
+DISTANCES = ("rotation", "axis", "baseline")
+COLUMNS = [
+    "pair_id",
+    "scene",
+    "source",
+    "target",
+    "n_covisible",
+    "distance",
+    "rotation_angle_deg",
+    "axis_angle_deg",
+    "baseline_ratio",
+    "category",
+    "split",
+]
+
+# The MegaDepth validation scenes used by D2-Net and PixLoc: the test scenes of config/megadepth.yaml.
+MEGADEPTH_VALIDATION_SCENES = (
+    "0016 0033 0034 0041 0044 0047 0049 0058 0062 0064 0067 0071 0076 0078 0090 0094 0099 0102 0121 0129 0133 0141 "
+    "0151 0162 0168 0175 0177 0178 0181 0185 0186 0197 0204 0205 0209 0212 0217 0223 0229 0231 0238 0252 0257 0271 "
+    "0275 0277 0281 0285 0286 0290 0294 0303 0306 0307 0323 0349 0360 0387 0389 0402 0406 0412 0443 0482 0768 1001 "
+    "3346 5000 5001 5002 5003 5008 5011 5014 5015 5016 5018"
+).split()
+
+
+def _pair_id(scene: str, src: str, tgt: str) -> str:
+    return "__".join([scene, Path(src).stem, Path(tgt).stem])
+
+
+def candidate_pairs(scene: Scene, min_covisible: int = 50) -> pd.DataFrame:
+    """All ordered pairs of registered images sharing at least ``min_covisible`` 3D points, with their distances."""
+    from scipy.sparse import csr_matrix
+
+    names = sorted(scene.images)
+    if len(names) < 2:
+        return pd.DataFrame(columns=COLUMNS[:-2])
+    rows = np.concatenate([np.full(len(scene.images[n].point3d_ids), i) for i, n in enumerate(names)])
+    cols = np.searchsorted(scene.point_ids, np.concatenate([scene.images[n].point3d_ids for n in names]))
+    A = csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(len(names), len(scene.point_ids)))
+    C = (A @ A.T).toarray()
+    np.fill_diagonal(C, 0)
+    i, j = np.nonzero(C >= min_covisible)
+    if len(i) == 0:
+        return pd.DataFrame(columns=COLUMNS[:-2])
+    R = np.stack([scene.images[n].pose.R for n in names])
+    centers = np.stack([scene.images[n].pose.center for n in names])
+    rot = rotation_angle_deg(R[i] @ np.transpose(R[j], (0, 2, 1)))
+    axes = R[:, 2, :]  # principal axes in world coordinates
+    axis = np.degrees(np.arccos(np.clip(np.sum(axes[i] * axes[j], 1), -1, 1)))
+    base = np.linalg.norm(centers[i] - centers[j], axis=1) / scene.median_depth()
+    return pd.DataFrame(
+        {
+            "pair_id": [_pair_id(scene.name, names[a], names[b]) for a, b in zip(i, j)],
+            "scene": scene.name,
+            "source": [names[a] for a in i],
+            "target": [names[b] for b in j],
+            "n_covisible": C[i, j].astype(int),
+            "rotation_angle_deg": rot,
+            "axis_angle_deg": axis,
+            "baseline_ratio": base,
+        }
+    )
+
+
+def _quotas(available: dict[str, int], total: int, cap: int | None) -> dict[str, int]:
+    """Spread ``total`` over scenes as evenly as possible (water filling), at most ``cap`` and what is available."""
+    avail = {s: min(n, cap) if cap else n for s, n in available.items()}
+    quota = dict.fromkeys(avail, 0)
+    left = min(total, sum(avail.values()))
+    while left > 0:
+        open_ = [s for s in sorted(avail) if quota[s] < avail[s]]
+        share = max(1, left // len(open_))
+        for s in open_:
+            take = min(share, avail[s] - quota[s], left)
+            quota[s] += take
+            left -= take
+            if left == 0:
+                break
+    return quota
+
+
+def assign_categories(distance: np.ndarray) -> np.ndarray:
+    """Even split by tertiles of the distance (ranks, so counts differ by at most one)."""
+    order = np.argsort(distance, kind="stable")
+    cats = np.empty(len(distance), dtype=object)
+    for k, part in enumerate(np.array_split(order, 3)):
+        cats[part] = CATEGORIES[k]
+    return cats
+
+
+def sample_pairs(
+    root: str | Path,
+    scenes: list[str],
+    n_pairs: int,
+    split: str = "test",
+    min_covisible: int = 50,
+    distance: str = "rotation",
+    seed: int = 0,
+    max_per_scene: int | None = None,
+) -> pd.DataFrame:
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
+    found = list_scenes(root, scenes)
+    cands = {}
+    for name, (model_dir, image_dir) in found.items():
+        sc = load_scene(model_dir, image_dir, name)
+        cands[name] = candidate_pairs(sc, min_covisible)
+        log.info("scene %s: %d images, %d candidate pairs", name, len(sc.images), len(cands[name]))
+    quota = _quotas({s: len(c) for s, c in cands.items()}, n_pairs, max_per_scene)
+    parts = []
+    for s in sorted(cands):
+        if quota[s] == 0:
+            continue
+        c = cands[s].sort_values("pair_id").reset_index(drop=True)
+        idx = rng_for(seed, "pairs", split, s).choice(len(c), quota[s], replace=False)
+        parts.append(c.iloc[np.sort(idx)])
+    if not parts:
+        raise ValueError(f"no pair with at least {min_covisible} covisible points in scenes {scenes} under {root}")
+    df = pd.concat(parts, ignore_index=True)
+    if len(df) < n_pairs:
+        log.warning("only %d pairs available for split %s (asked for %d)", len(df), split, n_pairs)
+    col = {"rotation": "rotation_angle_deg", "axis": "axis_angle_deg", "baseline": "baseline_ratio"}[distance]
+    df["distance"] = df[col]
+    df["category"] = assign_categories(df["distance"].to_numpy())
+    df["split"] = split
+    return df[COLUMNS].sort_values("pair_id").reset_index(drop=True)
+
+
+def external_pairs(
+    root, table: str | Path, min_covisible: int = 0, distance: str = "rotation", split: str = "test"
+) -> pd.DataFrame:
+    """Evaluate a published pair list as it is: a CSV with columns scene, source, target."""
+    ext = pd.read_csv(table)
+    missing = {"scene", "source", "target"} - set(ext.columns)
+    if missing:
+        raise ValueError(f"{table}: missing columns {sorted(missing)}")
+    found = list_scenes(root, sorted(ext["scene"].astype(str).unique()))
+    rows = []
+    for name, g in ext.groupby(ext["scene"].astype(str)):
+        if name not in found:
+            raise ValueError(f"{table}: scene {name} not found under {root}")
+        c = candidate_pairs(load_scene(*found[name], name), min_covisible).set_index(["source", "target"])
+        for _, r in g.iterrows():
+            key = (r["source"], r["target"])
+            if key not in c.index:
+                raise ValueError(
+                    f"{table}: pair {name} {key} has fewer than {min_covisible} covisible points or unknown images"
+                )
+            rows.append({"scene": name, "source": key[0], "target": key[1], **c.loc[key].to_dict()})
+    df = pd.DataFrame(rows)
+    col = {"rotation": "rotation_angle_deg", "axis": "axis_angle_deg", "baseline": "baseline_ratio"}[distance]
+    df["distance"] = df[col]
+    df["category"] = assign_categories(df["distance"].to_numpy())
+    df["split"] = split
+    return df[COLUMNS]
+
+
+@functools.lru_cache(maxsize=4)
+def _scene_index(root: str) -> dict:
+    return list_scenes(root)
+
+
+def load_pair(root: str | Path, row) -> PairData:
+    """The ``PairData`` of a pair-table row: all 3D points observed in the source, cameras and poses from the model."""
+    index = _scene_index(str(root))
+    scene_name = str(row["scene"])
+    if scene_name not in index:
+        raise ValueError(f"scene {scene_name} of pair {row['pair_id']} not found under {root}")
+    sc = load_scene(*index[scene_name], scene_name)
+    src, tgt = sc.images.get(row["source"]), sc.images.get(row["target"])
+    if src is None or tgt is None:
+        raise ValueError(f"pair {row['pair_id']}: image {row['source']} or {row['target']} not in {sc.model_dir}")
+    return PairData(
+        str(row["pair_id"]),
+        src.path,
+        tgt.path,
+        sc.points(src.point3d_ids),
+        src.camera,
+        tgt.camera,
+        src.pose,
+        tgt.pose,
+        {"scene": scene_name, "point3d_ids": src.point3d_ids},
+    )
+
+
+def summary(df: pd.DataFrame) -> dict:
+    out = {
+        "n_pairs": len(df),
+        "per_category": df["category"].value_counts().reindex(CATEGORIES, fill_value=0).to_dict(),
+        "per_scene": df.groupby("scene").size().to_dict(),
+        "distance_range": {
+            c: [float(g["distance"].min()), float(g["distance"].max())] for c, g in df.groupby("category")
+        },
+    }
+    return out
+
+
+def plot_histogram(df: pd.DataFrame, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, df["distance"].max(), 40)
+    for c in CATEGORIES:
+        ax.hist(df.loc[df["category"] == c, "distance"], bins=bins, alpha=0.7, label=c)
+    ax.set_xlabel("viewpoint distance")
+    ax.set_ylabel("pairs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

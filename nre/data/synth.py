@@ -1,0 +1,512 @@
+"""The embedded default: MegaDepth in a box.
+
+``generate(out, preset, seed)`` writes scenes in the undistorted MegaDepth layout::
+
+    OUT/<scene>/images/*.jpg        rendered photographs
+    OUT/<scene>/sparse/             COLMAP model (PINHOLE): SIFT tracks triangulated and bundle-adjusted
+    OUT/<scene>/truth/              COLMAP model with the renderer's true poses (and the tracks triangulated with them)
+    OUT/<scene>/noise.json          how far the SfM model is from the truth (the benchmark's noise floor)
+    OUT/scenes.yaml                 the scenes of each split (train / tuning / test)
+
+Each scene is a landmark of textured planes and boxes (facades, ground, occluding panels) seen by cameras at varied
+distances, heights, headings and focal lengths, with photometric changes. Textures are photographs bundled with
+scikit-image (no download) plus procedural ones; photo sources are split by scene split so that no texture of a test
+or tuning scene appears in a training scene. The SfM model is made as MegaDepth's was: SIFT features, matching of
+the image pairs that overlap, triangulation, bundle adjustment (pycolmap).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from nre.geometry import Camera, Pose
+from nre.seeding import rng_for
+
+log = logging.getLogger("nre.synth")
+
+# photo textures bundled in the scikit-image wheel, split by scene split (disjoint)
+PHOTOS = {
+    "train": ["astronaut", "coffee", "chelsea", "hubble_deep_field", "immunohistochemistry", "coins", "page", "moon"],
+    "tuning": ["cat", "clock", "text"],
+    "test": ["rocket", "camera", "horse", "retina", "cell", "colorwheel"],
+}
+GROUND = {"train": ["grass"], "tuning": ["gravel"], "test": ["gravel", "brick"]}
+
+
+@dataclass(frozen=True)
+class Preset:
+    n_scenes: dict  # split -> number of scenes
+    n_images: dict  # split -> images per scene
+    max_features: int = 2000
+
+
+PRESETS = {
+    "tiny": Preset({"train": 1, "tuning": 1, "test": 1}, {"train": 8, "tuning": 8, "test": 10}, 800),
+    "quick": Preset({"train": 1, "tuning": 1, "test": 2}, {"train": 14, "tuning": 14, "test": 20}, 1500),
+    "default": Preset({"train": 6, "tuning": 2, "test": 10}, {"train": 30, "tuning": 30, "test": 40}, 2000),
+}
+
+
+# ----------------------------------------------------------------------------------------------- textures
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = img.astype(np.float64)
+        img = (255 * (img - img.min()) / max(np.ptp(img), 1e-9)).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+def _procedural(rng: np.random.Generator, size: int = 512) -> np.ndarray:
+    """A facade-like texture: window grid with colour noise and multi-scale blobs."""
+    base = rng.uniform(60, 200, size=3)
+    noise = sum(
+        cv2.resize(rng.normal(0, 1, (s, s, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) * a
+        for s, a in ((4, 30), (16, 20), (64, 12), (256, 8))
+    )
+    img = base + noise
+    nx, ny = rng.integers(3, 8), rng.integers(3, 8)
+    cx, cy = size / nx, size / ny
+    win = rng.uniform(0, 80, size=3)
+    for i in range(nx):
+        for j in range(ny):
+            if rng.random() < 0.85:
+                x0, y0 = int(i * cx + 0.2 * cx), int(j * cy + 0.25 * cy)
+                x1, y1 = int((i + 0.8) * cx), int((j + 0.8) * cy)
+                img[y0:y1, x0:x1] = win + rng.normal(0, 15, 3) + noise[y0:y1, x0:x1] * 0.5
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+@dataclass
+class Face:
+    origin: np.ndarray  # (3,) corner of texture pixel (0, 0)
+    u: np.ndarray  # (3,) world vector along texture x (whole width)
+    v: np.ndarray  # (3,) world vector along texture y (whole height)
+    texture: np.ndarray  # (th, tw, 3) uint8
+
+    @property
+    def normal(self) -> np.ndarray:
+        n = np.cross(self.u, self.v)
+        return n / np.linalg.norm(n)
+
+    def samples(self, k: int = 12) -> np.ndarray:
+        a, b = np.meshgrid((np.arange(k) + 0.5) / k, (np.arange(k) + 0.5) / k)
+        return self.origin + a.reshape(-1, 1) * self.u + b.reshape(-1, 1) * self.v
+
+
+def _tile(tex: np.ndarray, reps_x: int, reps_y: int, max_px: int = 2048) -> np.ndarray:
+    t = np.tile(tex, (max(1, reps_y), max(1, reps_x), 1))
+    s = min(1.0, max_px / max(t.shape[:2]))
+    if s < 1:
+        t = cv2.resize(t, (int(t.shape[1] * s), int(t.shape[0] * s)), interpolation=cv2.INTER_AREA)
+    return t
+
+
+def _box(center, size, yaw, textures) -> list[Face]:
+    """Four vertical facades and a roof of a box standing on the ground (z up)."""
+    sx, sy, sz = size
+    c, s = np.cos(yaw), np.sin(yaw)
+    ex, ey, ez = np.array([c, s, 0.0]) * sx, np.array([-s, c, 0.0]) * sy, np.array([0, 0, sz])
+    p = np.array([center[0], center[1], 0.0]) - ex / 2 - ey / 2
+    corners = [p, p + ex, p + ex + ey, p + ey]
+    faces = []
+    for i in range(4):
+        a, b = corners[i], corners[(i + 1) % 4]
+        tex = textures[i % len(textures)]
+        # texture x along the wall, y downwards from the top edge; outward normal
+        faces.append(Face(a + ez, b - a, -ez, tex))
+    faces.append(Face(p + ez, ex, ey, textures[-1]))
+    return faces
+
+
+def make_scene(rng: np.random.Generator, split: str, photos: dict) -> list[Face]:
+    ground_tex = photos[GROUND[split][rng.integers(len(GROUND[split]))]]
+    ground = Face(np.array([-30.0, 30, 0]), np.array([60.0, 0, 0]), np.array([0, -60.0, 0]), _tile(ground_tex, 6, 6))
+    faces = [ground]
+    pool = [photos[n] for n in PHOTOS[split]]
+    n_boxes = rng.integers(3, 6)
+    placed = []
+    for _ in range(n_boxes * 4):
+        if len(placed) == n_boxes:
+            break
+        size = rng.uniform([3, 3, 3], [9, 9, 10])
+        ctr = rng.uniform(-8, 8, size=2)
+        if any(np.linalg.norm(ctr - q) < (max(size[:2]) + m) / 1.6 for q, m in placed):
+            continue
+        placed.append((ctr, max(size[:2])))
+        texs = []
+        for _ in range(2):
+            if rng.random() < 0.55:
+                t = pool[rng.integers(len(pool))]
+                texs.append(_tile(t, int(rng.integers(1, 3)), int(rng.integers(1, 3))))
+            else:
+                texs.append(_procedural(rng))
+        faces += _box(ctr, size, rng.uniform(0, np.pi), texs)
+    # occluding panels: thin vertical boards between the landmark and the cameras
+    for _ in range(rng.integers(2, 5)):
+        ang = rng.uniform(0, 2 * np.pi)
+        r = rng.uniform(9, 14)
+        base = np.array([np.cos(ang) * r, np.sin(ang) * r, 0.0])
+        w, h = rng.uniform(1.0, 2.5), rng.uniform(2.0, 4.0)
+        d = np.array([-np.sin(ang), np.cos(ang), 0.0]) * w
+        faces.append(Face(base - d / 2 + [0, 0, h], d, np.array([0, 0, -h]), _procedural(rng, 256)))
+    return faces
+
+
+def look_at(center: np.ndarray, target: np.ndarray, roll: float = 0.0) -> Pose:
+    f = target - center
+    f /= np.linalg.norm(f)
+    r = np.cross(f, [0.0, 0.0, 1.0])
+    r /= np.linalg.norm(r)
+    d = np.cross(f, r)  # image y points down
+    R = np.stack([r, d, f])
+    cr, sr = np.cos(roll), np.sin(roll)
+    R = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]]) @ R
+    return Pose(R, -R @ center)
+
+
+SIZES = [(640, 480), (640, 427), (576, 432), (480, 640), (512, 384)]
+
+
+def make_cameras(rng: np.random.Generator, n: int) -> list[tuple[Camera, Pose]]:
+    out = []
+    arc0 = rng.uniform(0, 2 * np.pi)
+    span = rng.uniform(np.pi * 0.9, np.pi * 1.6)  # views spread over an arc: pairs from easy to hard
+    for _ in range(n):
+        az = arc0 + rng.uniform(0, span)
+        dist = rng.uniform(14, 30)
+        height = rng.uniform(1.5, 9.0)
+        c = np.array([np.cos(az) * dist, np.sin(az) * dist, height])
+        target = np.array([*rng.uniform(-4, 4, 2), rng.uniform(1, 4)])
+        pose = look_at(c, target, roll=rng.normal(0, 0.05))
+        W, H = SIZES[rng.integers(len(SIZES))]
+        fov = np.radians(rng.uniform(45, 70))
+        f = 0.5 * max(W, H) / np.tan(fov / 2)
+        cam = Camera("PINHOLE", W, H, [f, f, (W - 1) / 2, (H - 1) / 2])
+        out.append((cam, pose))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def render(faces: list[Face], cam: Camera, pose: Pose, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """RGB float image (H, W, 3) and depth (H, W) (inf where empty), z-buffered over planar faces."""
+    s = supersample
+    cs = cam.scaled(s)
+    W, H = cs.width, cs.height
+    K = cs.K
+    Kinv = np.linalg.inv(K)
+    img = np.full((H, W, 3), 0.0, np.float32)
+    sky = np.array([200, 215, 235], np.float32)
+    img[:] = sky
+    depth = np.full((H, W), np.inf, np.float32)
+    xs, ys = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    rays = np.stack([xs, ys, np.ones_like(xs)], -1) @ Kinv.T.astype(np.float32)
+    for f in faces:
+        th, tw = f.texture.shape[:2]
+        n_c = pose.R @ f.normal
+        p_c = pose.R @ f.origin + pose.t
+        num = float(n_c @ p_c)
+        den = rays @ n_c.astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = num / den
+        if not np.any((z > 0.1) & np.isfinite(z)):
+            continue
+        # texel coordinates of each pixel's ray/plane intersection, sampled directly (robust when the plane
+        # crosses behind the camera, where a homography warp would fold)
+        X = rays * z[..., None]
+        rel = (X - p_c) @ np.stack([pose.R @ f.u / np.dot(f.u, f.u), pose.R @ f.v / np.dot(f.v, f.v)], 1)
+        a, b = rel[..., 0] * tw - 0.5, rel[..., 1] * th - 0.5
+        inside = (z > 0.1) & (a >= -0.5) & (a <= tw - 0.5) & (b >= -0.5) & (b <= th - 0.5) & (z < depth)
+        if not inside.any():
+            continue
+        tex = cv2.remap(
+            f.texture, a.astype(np.float32), b.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+        img[inside] = tex[inside]
+        depth[inside] = z[inside]
+    img = cv2.resize(img, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+    depth = depth.reshape(cam.height, s, cam.width, s).min(axis=(1, 3))
+    return img, depth
+
+
+def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    gain = rng.uniform(0.6, 1.4)
+    gamma = rng.uniform(0.7, 1.4)
+    out = np.clip(img * gain / 255.0, 0, 1) ** gamma * 255.0
+    tint = rng.uniform(0.9, 1.1, size=3)
+    out = out * tint
+    sigma = rng.uniform(0, 1.2)
+    if sigma > 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), sigma)
+    out = out + rng.normal(0, rng.uniform(1, 4), out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------- SfM
+def _sift(images: list[np.ndarray], max_features: int):
+    sift = cv2.SIFT_create(nfeatures=max_features)
+    kps, descs = [], []
+    for im in images:
+        k, d = sift.detectAndCompute(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), None)
+        xy = np.array([p.pt for p in k], dtype=np.float64).reshape(-1, 2)
+        d = np.zeros((0, 128), np.float32) if d is None else d
+        # RootSIFT for matching
+        d = np.sqrt(d / np.maximum(d.sum(1, keepdims=True), 1e-9)).astype(np.float32)
+        kps.append(xy)
+        descs.append(d)
+    return kps, descs
+
+
+def _fundamental(c1: Camera, p1: Pose, c2: Camera, p2: Pose) -> np.ndarray:
+    rel = p2 @ p1.inverse()
+    from nre.geometry import skew
+
+    E = skew(rel.t) @ rel.R
+    return np.linalg.inv(c2.K).T @ E @ np.linalg.inv(c1.K)
+
+
+def _match(d1, d2, x1, x2, F, ratio=0.8, max_sampson=4.0) -> np.ndarray:
+    if len(d1) < 2 or len(d2) < 2:
+        return np.zeros((0, 2), int)
+    bf = cv2.BFMatcher(cv2.NORM_L2)
+    knn = bf.knnMatch(d1, d2, k=2)
+    good = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    m = np.array([(a.queryIdx, a.trainIdx) for a in good])
+    if len(m) == 0:
+        return np.zeros((0, 2), int)
+    # mutual nearest neighbours
+    back = bf.match(d2, d1)
+    nn21 = np.full(len(d2), -1)
+    nn21[[b.queryIdx for b in back]] = [b.trainIdx for b in back]
+    m = m[nn21[m[:, 1]] == m[:, 0]]
+    # geometric verification with the epipolar geometry (Sampson distance, pixels)
+    a = np.c_[x1[m[:, 0]], np.ones(len(m))]
+    b = np.c_[x2[m[:, 1]], np.ones(len(m))]
+    Fa = a @ F.T
+    Ftb = b @ F
+    num = np.sum(b * Fa, 1) ** 2
+    den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
+    return m[num / np.maximum(den, 1e-12) < max_sampson**2]
+
+
+def _triangulate(tracks_obs, cams, poses):
+    """Vectorised multi-view DLT: tracks_obs list of (img idx array, xy array). Returns X (T, 3)."""
+    T = len(tracks_obs)
+    L = max(len(o[0]) for o in tracks_obs)
+    A = np.zeros((T, 2 * L, 4))
+    Ps = np.stack([c.K @ np.c_[p.R, p.t] for c, p in zip(cams, poses)])
+    ti = np.concatenate([np.full(len(o[0]), i) for i, o in enumerate(tracks_obs)])
+    ki = np.concatenate([np.arange(len(o[0])) for o in tracks_obs])
+    im = np.concatenate([o[0] for o in tracks_obs])
+    xy = np.concatenate([o[1] for o in tracks_obs])
+    P = Ps[im]
+    A[ti, 2 * ki] = xy[:, :1] * P[:, 2] - P[:, 0]
+    A[ti, 2 * ki + 1] = xy[:, 1:] * P[:, 2] - P[:, 1]
+    A /= np.maximum(np.linalg.norm(A, axis=2, keepdims=True), 1e-12)
+    _, _, Vt = np.linalg.svd(A)
+    Xh = Vt[:, -1]
+    return Xh[:, :3] / Xh[:, 3:4]
+
+
+def build_sfm(images, cams, poses, visible_samples, max_features, min_overlap=30, bundle=True):
+    """SIFT -> matching of overlapping pairs -> tracks -> triangulation -> bundle adjustment.
+
+    Returns (sfm reconstruction, truth reconstruction, keypoints)."""
+    import pycolmap
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(images)
+    kps, descs = _sift(images, max_features)
+    offs = np.concatenate([[0], np.cumsum([len(k) for k in kps])])
+    rows, cols = [], []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if len(visible_samples[i] & visible_samples[j]) < min_overlap:
+                continue
+            F = _fundamental(cams[i], poses[i], cams[j], poses[j])
+            m = _match(descs[i], descs[j], kps[i], kps[j], F)
+            rows.append(offs[i] + m[:, 0])
+            cols.append(offs[j] + m[:, 1])
+    N = offs[-1]
+    r = np.concatenate(rows) if rows else np.zeros(0, int)
+    c = np.concatenate(cols) if cols else np.zeros(0, int)
+    g = coo_matrix((np.ones(len(r)), (r, c)), shape=(N, N))
+    _, label = connected_components(g, directed=False)
+    img_of = np.repeat(np.arange(n), np.diff(offs))
+    kp_of = np.arange(N) - offs[img_of]
+    order = np.argsort(label, kind="stable")
+    lab_sorted = label[order]
+    starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    tracks = []
+    for s, e in zip(starts, ends):
+        if e - s < 2:
+            continue
+        idx = order[s:e]
+        ims = img_of[idx]
+        if len(np.unique(ims)) != len(ims):  # inconsistent track: two keypoints of one image
+            continue
+        tracks.append((ims, kp_of[idx]))
+    if not tracks:
+        raise RuntimeError("no tracks: the images do not overlap")
+    obs = [(t[0], np.stack([kps[i][k] for i, k in zip(*t)])) for t in tracks]
+    X = _triangulate(obs, cams, poses)
+    # filter: positive depth, reprojection < 4 px everywhere, triangulation angle > 1.5 deg
+    keep = np.ones(len(tracks), bool)
+    for ti, ((ims, _), (_, xy)) in enumerate(zip(tracks, obs)):
+        pts = []
+        for im_i, p in zip(ims, xy):
+            uv, ok = cams[im_i].project(X[ti : ti + 1], poses[im_i])
+            if not ok[0] or np.linalg.norm(uv[0] - p) > 4.0:
+                keep[ti] = False
+                break
+            pts.append(poses[im_i].center)
+        if keep[ti]:
+            rays = np.stack(pts) - X[ti]
+            rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+            cosang = np.clip(rays @ rays.T, -1, 1)
+            if np.degrees(np.arccos(cosang.min())) < 1.5:
+                keep[ti] = False
+
+    def make_rec(with_poses):
+        rec = pycolmap.Reconstruction()
+        for i, (cam, pose) in enumerate(zip(cams, with_poses)):
+            pc = cam.to_pycolmap()
+            pc.camera_id = i + 1
+            rec.add_camera_with_trivial_rig(pc)
+            im = pycolmap.Image(name=f"{i:04d}.jpg", keypoints=kps[i] + 0.5, camera_id=i + 1, image_id=i + 1)
+            rec.add_image_with_trivial_frame(im, pose.to_pycolmap())
+        for ti in np.flatnonzero(keep):
+            tr = pycolmap.Track()
+            for im_i, k in zip(*tracks[ti]):
+                tr.add_element(int(im_i) + 1, int(k))
+            rec.add_point3D(X[ti], tr)
+        return rec
+
+    truth = make_rec(poses)
+    sfm = make_rec(poses)
+    if bundle:
+        opts = pycolmap.BundleAdjustmentOptions()
+        opts.refine_focal_length = False
+        opts.refine_extra_params = False
+        opts.print_summary = False
+        pycolmap.bundle_adjustment(sfm, opts)
+    return sfm, truth
+
+
+def noise_floor(sfm, truth) -> dict:
+    """Pose and point differences between the SfM model and the truth, after a similarity alignment."""
+    import pycolmap
+
+    ids = sorted(sfm.images)
+    c_s = np.stack([sfm.images[i].projection_center() for i in ids])
+    c_t = np.stack([truth.images[i].projection_center() for i in ids])
+    sim = pycolmap.estimate_sim3d(c_s, c_t)
+    M = np.asarray(sim.matrix())
+    rot, ctr = [], []
+    for i in ids:
+        Ps = Pose.from_pycolmap(sfm.images[i].cam_from_world())
+        Pt = Pose.from_pycolmap(truth.images[i].cam_from_world())
+        Rw = M[:3, :3] / sim.scale
+        R_al = Ps.R @ Rw.T
+        from nre.geometry import rotation_angle_deg
+
+        rot.append(float(rotation_angle_deg(R_al.T @ Pt.R)))
+        ctr.append(float(np.linalg.norm(M[:3, :3] @ Ps.center + M[:3, 3] - Pt.center)))
+    pid = sorted(truth.points3D)
+    Xs = np.stack([sfm.points3D[p].xyz for p in pid])
+    Xt = np.stack([truth.points3D[p].xyz for p in pid])
+    perr = np.linalg.norm(Xs @ M[:3, :3].T + M[:3, 3] - Xt, axis=1)
+    return {
+        "rotation_deg_median": float(np.median(rot)),
+        "rotation_deg_max": float(np.max(rot)),
+        "center_median": float(np.median(ctr)),
+        "center_max": float(np.max(ctr)),
+        "point_median": float(np.median(perr)),
+        "sim3_scale": float(sim.scale),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- driver
+def generate_scene(out: Path, name: str, split: str, n_images: int, seed: int, photos: dict, max_features: int):
+    rng = rng_for(seed, "scene", name)
+    faces = make_scene(rng, split, photos)
+    rigs = make_cameras(rng, n_images)
+    (out / name / "images").mkdir(parents=True, exist_ok=True)
+    images, visible = [], []
+    samples = np.concatenate([f.samples() for f in faces])
+    for k, (cam, pose) in enumerate(rigs):
+        img, depth = render(faces, cam, pose)
+        img = photometric(img, rng)
+        images.append(img)
+        cv2.imwrite(
+            str(out / name / "images" / f"{k:04d}.jpg"),
+            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, 92],
+        )
+        uv, ok = cam.project(samples, pose)
+        ok &= cam.in_image(uv, 1.0)
+        zc = pose.transform(samples)[:, 2]
+        ui = np.clip(np.round(uv).astype(int), 0, [cam.width - 1, cam.height - 1])
+        ok &= zc <= depth[ui[:, 1], ui[:, 0]] * 1.02 + 0.05
+        visible.append(set(np.flatnonzero(ok).tolist()))
+    cams = [c for c, _ in rigs]
+    poses = [p for _, p in rigs]
+    sfm, truth = build_sfm(images, cams, poses, visible, max_features)
+    for sub, rec in (("sparse", sfm), ("truth", truth)):
+        (out / name / sub).mkdir(parents=True, exist_ok=True)
+        rec.write_binary(str(out / name / sub))
+    noise = noise_floor(sfm, truth)
+    noise.update(num_images=len(images), num_points3D=sfm.num_points3D())
+    (out / name / "noise.json").write_text(json.dumps(noise, indent=2))
+    return noise
+
+
+def generate(out: str | Path, preset: str = "default", seed: int = 0) -> dict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    photos = {n: _photo(n) for split in PHOTOS for n in PHOTOS[split] + GROUND[split]}
+    splits: dict[str, list[str]] = {}
+    report = {}
+    t0 = time.perf_counter()
+    total = sum(p.n_scenes.values())
+    done = 0
+    for split in ("train", "tuning", "test"):
+        for i in range(p.n_scenes[split]):
+            name = f"{split}_{i:02d}"
+            t1 = time.perf_counter()
+            report[name] = generate_scene(out, name, split, p.n_images[split], seed, photos, p.max_features)
+            done += 1
+            log.info(
+                "[%d/%d] scene %s: %d images, %d points, SfM noise median %.3f deg / %.3f units (%.1f s)",
+                done,
+                total,
+                name,
+                report[name]["num_images"],
+                report[name]["num_points3D"],
+                report[name]["rotation_deg_median"],
+                report[name]["center_median"],
+                time.perf_counter() - t1,
+            )
+            splits.setdefault(split, []).append(name)
+    meta = {"preset": preset, "seed": seed, "splits": splits, "seconds": round(time.perf_counter() - t0, 1)}
+    (out / "scenes.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    (out / "noise.json").write_text(json.dumps(report, indent=2))
+    return meta
