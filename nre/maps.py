@@ -151,9 +151,7 @@ def lookup_dense(dense: np.ndarray, point_idx: np.ndarray, xy: np.ndarray, valid
 
 
 # ----------------------------------------------------------------------------------------------- engine
-def correspondence_logits(
-    src_desc: torch.Tensor, tgt_map: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
+def correspondence_logits(src_desc: torch.Tensor, tgt_map: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log correspondence maps: (N, D) x (D, h, w) -> (N, h*w) log-softmax over the cells."""
     D, h, w = tgt_map.shape
     logits = src_desc @ tgt_map.reshape(D, h * w)

@@ -43,8 +43,15 @@ class PairData:
             return self
         idx = np.sort(rng_for(seed, "points", self.pair_id).choice(self.n, max_points, replace=False))
         return PairData(
-            self.pair_id, self.source_image, self.target_image, self.points3d[idx], self.source_camera,
-            self.target_camera, self.source_pose, self.target_pose, {**self.meta, "point_index": idx},
+            self.pair_id,
+            self.source_image,
+            self.target_image,
+            self.points3d[idx],
+            self.source_camera,
+            self.target_camera,
+            self.source_pose,
+            self.target_pose,
+            {**self.meta, "point_index": idx},
         )
 
     def save_npz(self, path: str | Path) -> None:
@@ -94,8 +101,16 @@ class PairData:
             cams[side] = Camera.from_K_dist(z[f"{side}_K"], dist, W, H)
             poses[side] = Pose.from_matrix(z[f"{side}_P"])
         pair_id = str(z["pair_id"]) if "pair_id" in z.files else path.stem
-        return cls(pair_id, images["source"], images["target"], p3d, cams["source"], cams["target"],
-                   poses["source"], poses["target"])
+        return cls(
+            pair_id,
+            images["source"],
+            images["target"],
+            p3d,
+            cams["source"],
+            cams["target"],
+            poses["source"],
+            poses["target"],
+        )
 
 
 def _resolve_image(npz_path: Path, name: str) -> Path:

@@ -1,0 +1,111 @@
+"""Synthetic absolute-pose problems with known poses: loss maps whose peaks sit at the true reprojections
+(inliers) or at decoys as high as the inliers' peaks (outliers). Used by the tests and the benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nre.geometry import Camera, Pose, img_to_map, map_to_img, so3_exp
+from nre.maps import SparseLossMaps, log_omega
+
+
+def sparse_from_logprob(logp: np.ndarray, scale, trunc: float | None = None) -> SparseLossMaps:
+    """Truncated sparse loss maps from dense log-probabilities (N, h, w). Cells with loss exactly 0 are kept."""
+    N, h, w = logp.shape
+    trunc = log_omega(h, w) if trunc is None else trunc
+    loss = -logp.reshape(N, -1)
+    keep = loss < trunc
+    rows, cols = np.nonzero(keep)
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(1))])
+    return SparseLossMaps((h, w), offsets, cols, loss[rows, cols], trunc, scale)
+
+
+def gaussian_logprob(centers: np.ndarray, shape: tuple[int, int], width: float, rng=None, noise: float = 0.0):
+    """Log-softmax maps (N, h, w) with one Gaussian logit bump of ``width`` cells at each centre (map coords)."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    d2 = (xs[None] - centers[:, 0, None, None]) ** 2 + (ys[None] - centers[:, 1, None, None]) ** 2
+    logits = -d2 / (2 * width**2) * 4.0
+    if noise and rng is not None:
+        logits = logits + rng.normal(0, noise, logits.shape)
+    logits = logits - logits.max(axis=(1, 2), keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=(1, 2), keepdims=True))
+
+
+@dataclass
+class SyntheticProblem:
+    camera: Camera
+    pose: Pose
+    points3d: np.ndarray
+    inlier: np.ndarray  # (N,) bool
+    coarse: SparseLossMaps
+    true_xy: np.ndarray  # (N, 2) true reprojections (pixels)
+    peak_xy: np.ndarray  # (N, 2) map peak positions (pixels): true reprojection + noise, or decoy
+    fine_scale: np.ndarray
+    fine_shape: tuple[int, int]
+    fine_peak_xy: np.ndarray  # (N, 2) fine peak positions (pixels)
+
+    def fine_logprob_fn(self, width: float = 1.0):
+        """A callable (idx (M,), x0 (M,), y0 (M,), size) -> (M, size, size) local log-softmax windows of the
+        fine maps (window origin at fine cell (x0, y0)), peaks at ``fine_peak_xy``."""
+
+        def fn(idx, x0, y0, size):
+            c = img_to_map(self.fine_peak_xy[idx], self.fine_scale)
+            ys, xs = np.mgrid[0:size, 0:size]
+            d2 = (x0[:, None, None] + xs - c[:, 0, None, None]) ** 2 + (
+                y0[:, None, None] + ys - c[:, 1, None, None]
+            ) ** 2
+            logits = -d2 / (2 * width**2) * 4.0
+            logits -= logits.max(axis=(1, 2), keepdims=True)
+            return logits - np.log(np.exp(logits).sum(axis=(1, 2), keepdims=True))
+
+        return fn
+
+
+def make_problem(
+    seed: int = 0,
+    n: int = 1000,
+    outlier_ratio: float = 0.8,
+    size: tuple[int, int] = (640, 480),
+    coarse_stride: int = 16,
+    fine_stride: int = 2,
+    noise_px: float = 1.0,
+    width_cells: float = 1.0,
+) -> SyntheticProblem:
+    rng = np.random.default_rng(seed)
+    W, H = size
+    f = 0.8 * W
+    cam = Camera("PINHOLE", W, H, [f, f, (W - 1) / 2, (H - 1) / 2])
+    pose = Pose(so3_exp(rng.normal(0, 0.3, 3)), rng.normal(0, 1.0, 3))
+    xy = np.c_[rng.uniform(8, W - 8, n), rng.uniform(8, H - 8, n)]
+    depth = rng.uniform(5, 20, n)
+    Xc = np.c_[(xy - [cam.cx, cam.cy]) / f * depth[:, None], depth]
+    X = pose.inverse().transform(Xc)
+    inlier = rng.random(n) >= outlier_ratio
+    peak = np.where(
+        inlier[:, None], xy + rng.normal(0, noise_px, (n, 2)), np.c_[rng.uniform(0, W, n), rng.uniform(0, H, n)]
+    )
+    cshape = (int(round(H / coarse_stride)), int(round(W / coarse_stride)))
+    cscale = np.array([cshape[1] / W, cshape[0] / H])
+    logp = gaussian_logprob(img_to_map(peak, cscale), cshape, width_cells)
+    coarse = sparse_from_logprob(logp, cscale)
+    fshape = (int(round(H / fine_stride)), int(round(W / fine_stride)))
+    fscale = np.array([fshape[1] / W, fshape[0] / H])
+    fine_peak = np.where(inlier[:, None], xy + rng.normal(0, noise_px * 0.3, (n, 2)), peak)
+    return SyntheticProblem(cam, pose, X, inlier, coarse, xy, peak, fscale, fshape, fine_peak)
+
+
+def argmin_pixels(maps: SparseLossMaps) -> np.ndarray:
+    """(N, 2) image pixels of each map's lowest-loss cell (NaN for an empty map)."""
+    out = np.full((maps.n, 2), np.nan)
+    if maps.nnz == 0:
+        return out
+    pid = maps.point_index()
+    order = np.lexsort((maps.values, pid))
+    first = order[np.searchsorted(pid[order], np.arange(maps.n))[maps.counts > 0]]
+    w = maps.shape[1]
+    c = maps.cells[first].astype(np.int64)
+    out[maps.counts > 0] = map_to_img(np.c_[c % w, c // w], maps.scale)
+    return out
