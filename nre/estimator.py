@@ -114,6 +114,19 @@ def descriptor_window_logprob(src: torch.Tensor, tgt: torch.Tensor, x0, y0, size
     return out
 
 
+class DescriptorFineSource:
+    """Local fine correspondence maps from descriptors: source point descriptors on windows of the target map."""
+
+    def __init__(self, features, level: str = "fine"):
+        self.src = features.source_descriptors(level)
+        self.tgt = features.target_map(level)
+        self.scale = np.asarray(features.target_scale(level), dtype=float)
+        self.shape = tuple(int(v) for v in self.tgt.shape[1:])
+
+    def window_logprob(self, idx, x0, y0, size):
+        return descriptor_window_logprob(self.src[idx], self.tgt, x0, y0, size)
+
+
 def local_fine_maps(
     logp_local: np.ndarray, x0, y0, valid, coarse_mass: np.ndarray, fine_shape, fine_scale, norm: str = "mass"
 ) -> SparseLossMaps:
@@ -121,7 +134,7 @@ def local_fine_maps(
     N, S, _ = logp_local.shape
     h, w = fine_shape
     trunc = log_omega(h, w)
-    logm = np.log(np.maximum(coarse_mass, 1e-300))
+    logm = np.log(np.maximum(np.asarray(coarse_mass, dtype=np.float64), 1e-300))
     if norm == "reference":
         logm = logm - np.log(S * S)
     elif norm != "mass":
@@ -196,17 +209,16 @@ def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list
     )
     d1 = {"iterations": g.iterations, "stop": g.stop_reason, "stage_s": time.perf_counter() - t1}
     out.append(_result("coarse_gnc", g.pose, t0, {**base, **d1, **_pose_diag(scorer, g.pose, problem.gt_pose)}))
-    if problem.features is None:
+    source = problem.extras.get("fine_source")
+    if source is None and problem.features is not None:
+        source = DescriptorFineSource(problem.features, opts.fine_level)
+    if source is None:
         out.append(EstimateResult.failure("no fine descriptors (features access missing)", stage="fine_gnc"))
         return out
     t2 = time.perf_counter()
-    feats = problem.features
-    src = feats.source_descriptors(opts.fine_level)
-    tgt = feats.target_map(opts.fine_level)
-    fscale = feats.target_scale(opts.fine_level)
-    fshape = tuple(tgt.shape[1:])
+    fscale, fshape = source.scale, source.shape
     x0, y0, valid = local_windows(g.pose, problem.points3d, problem.camera, fscale, fshape, opts.window, opts.margin_px)
-    logp = descriptor_window_logprob(src, tgt, x0, y0, opts.window)
+    logp = source.window_logprob(np.arange(problem.n), x0, y0, opts.window)
     mass = coarse_mass(maps, g.pose, problem.points3d, problem.camera)
     fine = local_fine_maps(logp, x0, y0, valid, mass, fshape, fscale, opts.local_norm)
     t3 = time.perf_counter()

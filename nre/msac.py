@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import poselib
+import torch
 
 from nre.geometry import Camera, Pose
 from nre.maps import SparseLossMaps
@@ -36,7 +37,11 @@ def _project_many(cam: Camera, R: np.ndarray, t: np.ndarray, X: np.ndarray):
 
 
 class DenseTableScorer:
-    """Eq. 6 over truncated loss maps on one grid, for many poses at once."""
+    """Eq. 6 over truncated loss maps on one grid, for many poses at once (torch, float32 arithmetic).
+
+    The maps are laid out as a table of bilinear cells: entry (n, y0 + 1, x0 + 1) holds the 4 corner losses of the
+    cell whose top-left corner is (x0, y0), x0 in [-1, w - 1], "out" corners at the truncation level; one extra
+    all-"out" entry per map serves points far outside the grid or behind the camera."""
 
     def __init__(
         self, maps: SparseLossMaps, points3d: np.ndarray, camera: Camera, chunk_elems: int = 2_000_000, dtype=np.float32
@@ -45,8 +50,9 @@ class DenseTableScorer:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float16)):
             raise ValueError(f"table dtype must be float32 or float16, got {dtype}")
-        self.h, self.w, self.trunc = h, w, np.float32(maps.trunc)
-        self.X, self.cam, self.scale = points3d, camera, maps.scale.astype(np.float32)
+        self.h, self.w, self.trunc = h, w, float(maps.trunc)
+        self.X = torch.from_numpy(np.ascontiguousarray(points3d, dtype=np.float32))
+        self.cam, self.scale = camera, maps.scale.astype(float)
         self.N = maps.n
         P = np.full((self.N, h + 2, w + 2), self.trunc, self.dtype)  # padded with "out"
         P[:, 1:-1, 1:-1] = maps.to_dense(dtype=self.dtype)
@@ -55,37 +61,51 @@ class DenseTableScorer:
         Q[:, : h + 1, : w + 1, 1] = P[:, :-1, 1:]
         Q[:, : h + 1, : w + 1, 2] = P[:, 1:, :-1]
         Q[:, : h + 1, : w + 1, 3] = P[:, 1:, 1:]
-        self.packed = np.complex128 if self.dtype == np.float32 else np.complex64  # 4 corners in one item
-        self.table = Q.reshape(-1, 4).view(self.packed).reshape(-1)
+        self.table = torch.from_numpy(Q.reshape(-1, 4))
         del P, Q
+        self.base = torch.arange(self.N, dtype=torch.int64) * ((h + 2) * (w + 2))
         self.chunk = max(1, chunk_elems // max(self.N, 1))
 
     @property
     def nbytes(self) -> int:
-        return self.table.nbytes
+        return self.table.numel() * self.table.element_size()
 
     def __call__(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-        out = np.empty(len(R), np.float64)
-        for s in range(0, len(R), self.chunk):
-            out[s : s + self.chunk] = self._score(R[s : s + self.chunk], t[s : s + self.chunk])
-        return out
+        R = torch.from_numpy(np.ascontiguousarray(R, dtype=np.float32))
+        t = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32))
+        with torch.no_grad():
+            out = [self._score(R[s : s + self.chunk], t[s : s + self.chunk]) for s in range(0, len(R), self.chunk)]
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
+    def _pixels(self, Xc):
+        z = Xc[..., 2]
+        valid = z > 1e-6
+        inv = 1.0 / torch.where(valid, z, torch.ones_like(z))
+        if self.cam.has_distortion:
+            uv = self.cam.normalized_to_pixels((Xc[..., 0] * inv).double().numpy(), (Xc[..., 1] * inv).double().numpy())
+            uv = torch.from_numpy(uv.astype(np.float32))
+            return uv[..., 0], uv[..., 1], valid
+        c = self.cam
+        return c.fx * Xc[..., 0] * inv + c.cx, c.fy * Xc[..., 1] * inv + c.cy, valid
 
     def _score(self, R, t):
-        u, v, valid = _project_many(self.cam, R, t, self.X)
-        x = (u + np.float32(0.5)) * self.scale[0] - np.float32(0.5)
-        y = (v + np.float32(0.5)) * self.scale[1] - np.float32(0.5)
-        x0 = np.floor(x)
-        y0 = np.floor(y)
+        Xc = torch.einsum("kij,nj->kni", R, self.X) + t[:, None, :]
+        u, v, valid = self._pixels(Xc)
+        x = (u + 0.5) * float(self.scale[0]) - 0.5
+        y = (v + 0.5) * float(self.scale[1]) - 0.5
+        x0 = torch.floor(x)
+        y0 = torch.floor(y)
         a = x - x0
         b = y - y0
-        far = ~valid | (x0 < -1) | (x0 > self.w - 1) | (y0 < -1) | (y0 > self.h - 1) | ~np.isfinite(x + y)
-        xi = np.where(far, self.w + 1, x0 + 1).astype(np.int64)
-        yi = np.where(far, self.h + 1, y0 + 1).astype(np.int64)
-        idx = (np.arange(self.N, dtype=np.int64) * ((self.h + 2) * (self.w + 2)))[None] + yi * (self.w + 2) + xi
-        q = self.table[idx].view(self.dtype).reshape(idx.shape + (4,)).astype(np.float32)
+        far = ~valid | (x0 < -1) | (x0 > self.w - 1) | (y0 < -1) | (y0 > self.h - 1) | ~torch.isfinite(x + y)
+        xi = torch.where(far, self.w + 1, torch.nan_to_num(x0, 0.0).long() + 1)
+        yi = torch.where(far, self.h + 1, torch.nan_to_num(y0, 0.0).long() + 1)
+        q = self.table[self.base + yi * (self.w + 2) + xi].float()
+        a = torch.nan_to_num(a, 0.0)
+        b = torch.nan_to_num(b, 0.0)
         a1, b1 = 1 - a, 1 - b
         vals = a1 * b1 * q[..., 0] + a * b1 * q[..., 1] + a1 * b * q[..., 2] + a * b * q[..., 3]
-        return vals.sum(1, dtype=np.float64)
+        return vals.sum(1, dtype=torch.float64)
 
 
 class OneHotScorer:

@@ -47,21 +47,25 @@ class SyntheticProblem:
     fine_shape: tuple[int, int]
     fine_peak_xy: np.ndarray  # (N, 2) fine peak positions (pixels)
 
-    def fine_logprob_fn(self, width: float = 1.0):
-        """A callable (idx (M,), x0 (M,), y0 (M,), size) -> (M, size, size) local log-softmax windows of the
-        fine maps (window origin at fine cell (x0, y0)), peaks at ``fine_peak_xy``."""
+    def fine_source(self, width: float = 1.0):
+        """A fine map source (nre.estimator.DescriptorFineSource's interface) whose local log-softmax windows
+        peak at ``fine_peak_xy``."""
+        return _SyntheticFineSource(self, width)
 
-        def fn(idx, x0, y0, size):
-            c = img_to_map(self.fine_peak_xy[idx], self.fine_scale)
-            ys, xs = np.mgrid[0:size, 0:size]
-            d2 = (x0[:, None, None] + xs - c[:, 0, None, None]) ** 2 + (
-                y0[:, None, None] + ys - c[:, 1, None, None]
-            ) ** 2
-            logits = -d2 / (2 * width**2) * 4.0
-            logits -= logits.max(axis=(1, 2), keepdims=True)
-            return logits - np.log(np.exp(logits).sum(axis=(1, 2), keepdims=True))
 
-        return fn
+class _SyntheticFineSource:
+    def __init__(self, prob: SyntheticProblem, width: float):
+        self.p, self.width = prob, width
+        self.scale, self.shape = prob.fine_scale, prob.fine_shape
+
+    def window_logprob(self, idx, x0, y0, size):
+        c = img_to_map(self.p.fine_peak_xy[idx], self.scale)
+        ys, xs = np.mgrid[0:size, 0:size]
+        dx = x0[:, None, None] + xs - c[:, 0, None, None]
+        dy = y0[:, None, None] + ys - c[:, 1, None, None]
+        logits = -(dx**2 + dy**2) / (2 * self.width**2) * 4.0
+        logits -= logits.max(axis=(1, 2), keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=(1, 2), keepdims=True))
 
 
 def make_problem(

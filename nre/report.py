@@ -1,0 +1,72 @@
+"""A self-contained HTML report (tables inline, figures embedded) from an evaluation folder."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+SECTIONS = [
+    ("Table 1: estimators on the same maps (paper protocol: best setting on test)", "table1_paper"),
+    ("Table 1, fair protocol (setting chosen on the tuning split)", "table1_fair"),
+    ("Table 2: coarse-to-fine NRE per feature backend", "table2"),
+    ("Median errors, AUC and run time", "summary"),
+    ("Hyperparameter selection", "selection"),
+    ("Failure reasons", "failure_reasons"),
+]
+FIGURES = [
+    ("Fig. 5: coarse-to-fine ablation on hard pairs", "fig5_ablation_hard"),
+    ("All estimators, hard", "fig5_estimators_hard"),
+    ("All estimators, medium", "fig5_estimators_medium"),
+    ("All estimators, easy", "fig5_estimators_easy"),
+    ("Hyperparameter sweeps", "sweeps"),
+]
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def build(eval_dir, pairs_csv, title: str, out) -> None:
+    ev = Path(eval_dir)
+    parts = [f"<h1>NRE benchmark: {html.escape(title)}</h1>"]
+    pairs = pd.read_csv(pairs_csv)
+    counts = pairs.groupby(["split", "category"]).size().unstack(fill_value=0)
+    parts.append("<h2>Pairs</h2>" + counts.to_html())
+    summ = Path(pairs_csv).with_suffix(".summary.json")
+    if summ.exists():
+        parts.append(
+            f"<details><summary>pair summary</summary><pre>{html.escape(json.dumps(json.loads(summ.read_text()), indent=1))}</pre></details>"
+        )
+    parts.append(
+        "<p>Failure rates are the fraction of pairs whose error is above each threshold (lower is better); "
+        "a failed estimate counts as an infinite error.</p>"
+    )
+    for name, stem in SECTIONS:
+        f = ev / f"{stem}.csv"
+        if f.exists():
+            try:
+                df = pd.read_csv(f)
+            except pd.errors.EmptyDataError:
+                df = pd.DataFrame()
+            parts.append(
+                f"<h2>{html.escape(name)}</h2>"
+                + df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a")
+            )
+    for name, stem in FIGURES:
+        f = ev / f"{stem}.png"
+        if f.exists():
+            parts.append(f"<h2>{html.escape(name)}</h2>{_img(f)}")
+    style = (
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+        "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"{style}</head><body>{''.join(parts)}</body></html>"
+    )

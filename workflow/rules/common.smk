@@ -1,0 +1,40 @@
+import json
+
+OUT = config["out"]
+ROOT = config["data"]["root"]
+SEED = config["seed"]
+CHUNKS = list(range(config["chunks"]))
+NCHUNKS = config["chunks"]
+MAXPTS = config["max_points"]
+T1 = config["table1_features"]
+
+
+def jdump(d):
+    return json.dumps(d or {}, sort_keys=True)
+
+
+def features_options(name):
+    return jdump(config["features"][name].get("options", {}))
+
+
+def estimator_jobs():
+    """(features, estimator) pairs: every estimator on the Table 1 backend, nre_c2f on every backend (Table 2)."""
+    jobs = [(T1, e) for e in config["estimators"]]
+    if "nre_c2f" in config["estimators"]:
+        jobs += [(f, "nre_c2f") for f in config["features"] if f != T1]
+    return jobs
+
+
+def estimator_spec(name):
+    spec = config["estimators"][name] or {}
+    return {"cls": spec.get("class", name), "grid": spec.get("grid"), "options": spec.get("options", {})}
+
+
+def all_rows():
+    return [f"{OUT}/rows/{f}/{e}/chunk{c}.parquet" for f, e in estimator_jobs() for c in CHUNKS]
+
+
+wildcard_constraints:
+    chunk=r"\d+",
+    features=r"[A-Za-z0-9_\-]+",
+    estimator=r"[A-Za-z0-9_\-]+",
