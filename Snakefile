@@ -3,7 +3,11 @@
 from snakemake.utils import validate
 
 
-configfile: "config/config.yaml"
+# config/config.yaml unless --configfile is given: a CLI config file replaces it (no key-by-key merge, so a
+# smaller config's estimator list is not extended by the default's).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -20,3 +24,4 @@ rule all:
     input:
         f"{OUT}/eval/table1_paper.md",
         f"{OUT}/report.html",
+        f"{OUT}/regress.txt" if config.get("regress", False) else [],

@@ -23,6 +23,7 @@ class Estimator(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     needs: ClassVar[frozenset[str]] = frozenset({"matches"})
     stages: ClassVar[tuple[str, ...] | None] = None  # estimators emitting several results per setting
+    default_params: ClassVar[dict[str, Any]] = {}  # the single setting used outside sweeps (e.g. nre localize)
 
     def __init__(self, **options):
         unknown = set(options) - set(self.defaults) - set(self.grid)
@@ -37,6 +38,10 @@ class Estimator(ABC):
             return [{}]
         keys = sorted(g)
         return [dict(zip(keys, vals)) for vals in itertools.product(*(g[k] for k in keys))]
+
+    def default_setting(self) -> dict[str, Any]:
+        """``default_params`` where given, else the middle value of each grid."""
+        return {k: self.default_params.get(k, v[len(v) // 2]) for k, v in sorted(self.grid.items())}
 
     @abstractmethod
     def estimate_many(self, problem: Problem, settings: list[dict[str, Any]]) -> list[list[EstimateResult]]:

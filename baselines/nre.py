@@ -46,6 +46,7 @@ class ReGaussian(Estimator):
 
     name = "re_gauss"
     grid = {"sigma": [1, 2, 3, 5, 8, 12, 16]}
+    default_params = {"sigma": 5}
     defaults = dict(_NRE_DEFAULTS)
     needs = frozenset({"matches"})
 

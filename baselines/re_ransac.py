@@ -49,6 +49,7 @@ def pinhole_observations(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.n
 
 class _Ransac(Estimator):
     grid = {"threshold": THRESHOLDS_PX}
+    default_params = {"threshold": 8}
     defaults = {"max_iterations": 10000, "confidence": 0.9999, "min_inliers": 6, "fail_on_low_support": False}
     needs = frozenset({"matches"})
 

@@ -53,7 +53,7 @@ def failure_rates(df: pd.DataFrame, thresholds: dict, by=("split", "category")) 
         r = g.agg(n=("pair_id", "size"), **agg).reset_index()
         out.append(r)
     res = pd.concat(out, ignore_index=True)
-    res["mean_failure"] = res[[c for c, _, _ in cols]].mean(1)
+    res["mean_failure"] = res[[c for c, _, _ in cols]].mean(axis=1)
     return res
 
 

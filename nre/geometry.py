@@ -300,13 +300,13 @@ class Camera:
     def dist(self) -> np.ndarray:
         """OpenCV (k1, k2, p1, p2)."""
         p = self.params
-        return {
-            "SIMPLE_PINHOLE": np.zeros(4),
-            "PINHOLE": np.zeros(4),
-            "SIMPLE_RADIAL": np.array([p[3], 0, 0, 0]),
-            "RADIAL": np.array([p[3], p[4], 0, 0]),
-            "OPENCV": p[4:8].copy(),
-        }[self.model]
+        if self.model == "SIMPLE_RADIAL":
+            return np.array([p[3], 0.0, 0.0, 0.0])
+        if self.model == "RADIAL":
+            return np.array([p[3], p[4], 0.0, 0.0])
+        if self.model == "OPENCV":
+            return p[4:8].copy()
+        return np.zeros(4)
 
     def scaled(self, sx: float, sy: float | None = None, width: int | None = None, height: int | None = None):
         """The camera of the image resized by (sx, sy), through the one image<->map transform."""

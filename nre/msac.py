@@ -206,8 +206,10 @@ def msac(
     R, t = R[good], t[good]
     if len(R) == 0:
         return MsacResult(None, np.inf, 0, len(S), time.perf_counter() - t0, "P3P returned only NaN poses")
-    costs = scorer(R, t)
+    costs = np.nan_to_num(scorer(R, t), nan=np.inf)
     best = int(np.argmin(costs))
+    if not np.isfinite(costs[best]):
+        return MsacResult(None, np.inf, len(R), len(S), time.perf_counter() - t0, "every candidate pose has NaN cost")
     t3 = time.perf_counter()
     return MsacResult(
         Pose(R[best], t[best]),

@@ -39,9 +39,8 @@ def build(eval_dir, pairs_csv, title: str, out) -> None:
     parts.append("<h2>Pairs</h2>" + counts.to_html())
     summ = Path(pairs_csv).with_suffix(".summary.json")
     if summ.exists():
-        parts.append(
-            f"<details><summary>pair summary</summary><pre>{html.escape(json.dumps(json.loads(summ.read_text()), indent=1))}</pre></details>"
-        )
+        text = html.escape(json.dumps(json.loads(summ.read_text()), indent=1))
+        parts.append(f"<details><summary>pair summary</summary><pre>{text}</pre></details>")
     parts.append(
         "<p>Failure rates are the fraction of pairs whose error is above each threshold (lower is better); "
         "a failed estimate counts as an infinite error.</p>"

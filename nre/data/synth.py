@@ -226,7 +226,7 @@ def render(faces: list[Face], cam: Camera, pose: Pose, supersample: int = 2) -> 
             continue
         # texel coordinates of each pixel's ray/plane intersection, sampled directly (robust when the plane
         # crosses behind the camera, where a homography warp would fold)
-        X = rays * z[..., None]
+        X = np.where(np.isfinite(z)[..., None], rays * z[..., None], 0.0)
         rel = (X - p_c) @ np.stack([pose.R @ f.u / np.dot(f.u, f.u), pose.R @ f.v / np.dot(f.v, f.v)], 1)
         a, b = rel[..., 0] * tw - 0.5, rel[..., 1] * th - 0.5
         inside = (z > 0.1) & (a >= -0.5) & (a <= tw - 0.5) & (b >= -0.5) & (b <= th - 0.5) & (z < depth)

@@ -1,3 +1,4 @@
+import os
 import json
 
 OUT = config["out"]
@@ -7,6 +8,7 @@ CHUNKS = list(range(config["chunks"]))
 NCHUNKS = config["chunks"]
 MAXPTS = config["max_points"]
 T1 = config["table1_features"]
+ENV = "../../environment.yml"
 
 
 def jdump(d):
@@ -28,6 +30,19 @@ def estimator_jobs():
 def estimator_spec(name):
     spec = config["estimators"][name] or {}
     return {"cls": spec.get("class", name), "grid": spec.get("grid"), "options": spec.get("options", {})}
+
+
+def grid_arg(name):
+    grid = estimator_spec(name)["grid"]
+    return f"--grid '{jdump(grid)}'" if grid else ""
+
+
+def _scene_args():
+    d = config["data"]
+    a = f"--scenes {' '.join(d['test_scenes'])}" if d.get("test_scenes") else "--split test"
+    if d.get("tuning_scenes") is not None:
+        a += f" --tuning-scenes {' '.join(d['tuning_scenes'])}"
+    return a
 
 
 def all_rows():

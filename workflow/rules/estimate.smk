@@ -5,18 +5,23 @@ rule estimate:
     output:
         f"{OUT}/rows/{{features}}/{{estimator}}/chunk{{chunk}}.parquet",
     params:
-        spec=lambda w: estimator_spec(w.estimator),
-        grid=lambda w: ("--grid '" + jdump(estimator_spec(w.estimator)["grid"]) + "'")
-        if estimator_spec(w.estimator)["grid"]
-        else "",
+        root=lambda w: ROOT,
+        cls=lambda w: estimator_spec(w.estimator)["cls"],
+        grid=lambda w: grid_arg(w.estimator),
         options=lambda w: jdump(estimator_spec(w.estimator)["options"]),
         foptions=lambda w: features_options(w.features),
+        chunk=lambda w: f"{w.chunk}/{NCHUNKS}",
+        maxpts=MAXPTS,
+        seed=SEED,
+        mapsdir=lambda w: f"{OUT}/maps/{w.features}",
     threads: 1
     log:
         f"{OUT}/logs/estimate/{{features}}_{{estimator}}_{{chunk}}.log",
+    conda:
+        ENV
     shell:
-        "nre estimate --pairs {input.pairs} --root {ROOT} --maps-dir {OUT}/maps/{wildcards.features}"
+        "nre estimate --pairs {input.pairs} --root {params.root} --maps-dir {params.mapsdir}"
         " --features {wildcards.features} --features-options '{params.foptions}'"
-        " --estimator {params.spec[cls]} {params.grid} --options '{params.options}'"
-        " --chunk {wildcards.chunk}/{NCHUNKS} --max-points {MAXPTS} --seed {SEED} --threads {threads}"
+        " --estimator {params.cls} {params.grid} --options '{params.options}'"
+        " --chunk {params.chunk} --max-points {params.maxpts} --seed {params.seed} --threads {threads}"
         " --out {output} > {log} 2>&1"

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from nre.maps import SparseLossMaps, bilinear_corners, dense_maps, log_omega, lookup_dense
+from nre.synthetic import sparse_from_logprob
+
+
+def test_dense_maps_match_brute_force_softmax():
+    rng = np.random.default_rng(0)
+    src = torch.as_tensor(rng.normal(size=(37, 8)), dtype=torch.float32)
+    tgt = torch.as_tensor(rng.normal(size=(8, 5, 7)), dtype=torch.float32)
+    maps, stats = dense_maps(src, tgt, temperature=0.5, chunk=10)
+    logits = (src.numpy() @ tgt.numpy().reshape(8, -1)) / 0.5
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+        - logits.max(1, keepdims=True)
+    )
+    loss = -logp
+    trunc = np.log(5 * 7 + 1)
+    assert maps.trunc == pytest.approx(trunc)
+    dense = maps.to_dense()
+    np.testing.assert_allclose(dense.reshape(37, -1), np.minimum(loss, trunc), rtol=1e-5, atol=1e-5)
+    am = loss.argmin(1)
+    np.testing.assert_array_equal(stats.argmax_xy[:, 0], am % 7)
+    np.testing.assert_array_equal(stats.argmax_xy[:, 1], am // 7)
+    np.testing.assert_allclose(stats.entropy, -(np.exp(logp) * logp).sum(1), rtol=1e-4, atol=1e-5)
+
+
+def test_zero_loss_cell_is_kept():
+    # a map with probability ~1 at one cell: its loss is exactly 0 and must stay in the sparse form
+    logp = np.full((2, 4, 4), -1e4)
+    logp[0, 1, 2] = 0.0
+    logp[1] = np.log(1 / 16)
+    m = sparse_from_logprob(logp, (1, 1))
+    assert m.counts.tolist() == [1, 16]
+    assert m.values[0] == 0.0
+    torch_maps, _ = dense_maps(
+        torch.tensor([[100.0, 0.0]]), torch.tensor(np.stack([np.eye(4) * 0 + 0, np.zeros((4, 4))]))
+    )
+    assert torch_maps.nnz == 16  # uniform map: every cell below ln(17)
+
+
+def test_bilinear_lookup_out_rule_and_band():
+    h, w = 3, 4
+    dense = np.arange(h * w, dtype=np.float32).reshape(1, h, w)
+    trunc = 100.0
+    # at a cell centre: the cell's value
+    v = lookup_dense(dense, np.array([0]), np.array([[2.0, 1.0]]), np.array([True]), trunc)
+    assert v[0] == pytest.approx(dense[0, 1, 2])
+    # halfway between two cells
+    v = lookup_dense(dense, np.array([0]), np.array([[1.5, 0.0]]), np.array([True]), trunc)
+    assert v[0] == pytest.approx(1.5)
+    # the band between the last cell centre and the image border mixes the edge cell with "out"
+    v = lookup_dense(dense, np.array([0]), np.array([[3.25, 0.0]]), np.array([True]), trunc)
+    assert v[0] == pytest.approx(0.75 * 3 + 0.25 * trunc)
+    # behind the camera: all "out"
+    v = lookup_dense(dense, np.array([0]), np.array([[1.0, 1.0]]), np.array([False]), trunc)
+    assert v[0] == trunc
+    flat, wts, inside = bilinear_corners(np.array([[-0.5, 0.0]]), (h, w))
+    assert inside[0].tolist() == [False, True, False, True]
+    np.testing.assert_allclose(wts.sum(-1), 1.0)
+
+
+def test_sparse_roundtrip_subset_and_arrays():
+    rng = np.random.default_rng(1)
+    logp = np.log(rng.dirichlet(np.full(20, 0.2), size=6)).reshape(6, 4, 5)
+    m = sparse_from_logprob(logp, (0.5, 0.25))
+    sub = m.subset(np.array([4, 1]))
+    np.testing.assert_array_equal(sub.to_dense(), m.to_dense()[[4, 1]])
+    back = SparseLossMaps.from_arrays(m.to_arrays("x_"), "x_")
+    np.testing.assert_allclose(back.to_dense(), m.to_dense(), atol=1e-2)  # values stored as float16
+    assert back.trunc == pytest.approx(log_omega(4, 5))
+
+
+def test_inconsistent_sparse_maps_rejected():
+    with pytest.raises(ValueError, match="inconsistent"):
+        SparseLossMaps((2, 2), [0, 3], [0, 1], [0.1, 0.2], 1.0)
