@@ -31,7 +31,13 @@ def test_dry_run(config, tmp_path):
 
 
 def test_dry_run_megadepth_on_committed_scenes(tmp_path):
-    p = snakemake("-n", "--configfile", "config/megadepth.yaml", "--config", f"out={tmp_path}", f"data={MD_DATA}")
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "megadepth.yaml").read_text())
+    cfg["data"] = json.loads(MD_DATA)
+    cfg["out"] = str(tmp_path)
+    (tmp_path / "md.yaml").write_text(yaml.safe_dump(cfg))
+    p = snakemake("-n", "--configfile", str(tmp_path / "md.yaml"))
     assert "pairs" in p.stdout and "scenes" not in p.stdout.split("Job stats")[1].split("total")[0]
 
 

@@ -404,6 +404,7 @@ def build_sfm(images, cams, poses, visible_samples, max_features, min_overlap=30
         opts.refine_focal_length = False
         opts.refine_extra_params = False
         opts.print_summary = False
+        opts.ceres.solver_options.num_threads = 1  # deterministic: same seed, same model
         pycolmap.bundle_adjustment(sfm, opts)
     return sfm, truth
 
