@@ -8,6 +8,8 @@ import traceback
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
+
 from nre.problem import EstimateResult, Problem
 
 
@@ -25,11 +27,13 @@ class Estimator(ABC):
     stages: ClassVar[tuple[str, ...] | None] = None  # estimators emitting several results per setting
     default_params: ClassVar[dict[str, Any]] = {}  # the single setting used outside sweeps (e.g. nre localize)
 
+    COMMON_OPTIONS: ClassVar[dict[str, Any]] = {"timeout_s": None}
+
     def __init__(self, **options):
-        unknown = set(options) - set(self.defaults) - set(self.grid)
+        unknown = set(options) - set(self.defaults) - set(self.grid) - set(self.COMMON_OPTIONS)
         if unknown:
             raise ValueError(f"estimator {self.name!r}: unknown options {sorted(unknown)}")
-        self.options = {**self.defaults, **options}
+        self.options = {**self.COMMON_OPTIONS, **self.defaults, **options}
 
     def settings(self, grid: dict[str, list] | None = None) -> list[dict[str, Any]]:
         """The cartesian product of a sweep grid (default: the estimator's own)."""
@@ -55,6 +59,18 @@ class Estimator(ABC):
             out = self.estimate_many(problem, settings)
             if len(out) != len(settings):
                 raise RuntimeError(f"returned {len(out)} result lists for {len(settings)} settings")
+            for res_list in out:  # a NaN pose is a failure, never a success
+                for r in res_list:
+                    if r.success and (
+                        r.pose is None or not (np.isfinite(r.pose.R).all() and np.isfinite(r.pose.t).all())
+                    ):
+                        r.success, r.failure_reason = False, "NaN pose"
+            limit = self.options.get("timeout_s")
+            dt = time.perf_counter() - t0
+            if limit is not None and dt > limit:  # a soft time-out: the call is not interrupted, its results are void
+                stages = self.stages or (None,)
+                reason = f"time-out ({dt:.1f} s > {limit} s for the whole sweep)"
+                return [[EstimateResult.failure(reason, dt, stage=s) for s in stages] for _ in settings]
             return out
         except Exception as e:  # recorded, never a crash
             reason = f"{type(e).__name__}: {e}"

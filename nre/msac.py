@@ -89,20 +89,32 @@ class DenseTableScorer:
         return c.fx * Xc[..., 0] * inv + c.cx, c.fy * Xc[..., 1] * inv + c.cy, valid
 
     def _score(self, R, t):
-        Xc = torch.einsum("kij,nj->kni", R, self.X) + t[:, None, :]
-        u, v, valid = self._pixels(Xc)
-        x = (u + 0.5) * float(self.scale[0]) - 0.5
-        y = (v + 0.5) * float(self.scale[1]) - 0.5
+        if self.cam.has_distortion:
+            Xc = torch.einsum("kij,nj->kni", R, self.X) + t[:, None, :]
+            u, v, valid = self._pixels(Xc)
+            x = (u + 0.5) * float(self.scale[0]) - 0.5
+            y = (v + 0.5) * float(self.scale[1]) - 0.5
+        else:
+            # pinhole: fold intrinsics and the image -> map transform into one 3x3 matrix, one batched product
+            c, (sx, sy) = self.cam, self.scale
+            Km = torch.tensor(
+                [[c.fx * sx, 0, (c.cx + 0.5) * sx - 0.5], [0, c.fy * sy, (c.cy + 0.5) * sy - 0.5], [0, 0, 1.0]],
+                dtype=torch.float32,
+            )
+            p = torch.matmul(Km @ R, self.X.T) + (t @ Km.T)[:, :, None]  # (K, 3, N)
+            z = p[:, 2]
+            valid = z > 1e-6
+            inv = 1.0 / torch.where(valid, z, torch.ones_like(z))
+            x = p[:, 0] * inv
+            y = p[:, 1] * inv
         x0 = torch.floor(x)
         y0 = torch.floor(y)
-        a = x - x0
-        b = y - y0
         far = ~valid | (x0 < -1) | (x0 > self.w - 1) | (y0 < -1) | (y0 > self.h - 1) | ~torch.isfinite(x + y)
+        a = torch.where(far, 0.0, x - x0)
+        b = torch.where(far, 0.0, y - y0)
         xi = torch.where(far, self.w + 1, torch.nan_to_num(x0, 0.0).long() + 1)
         yi = torch.where(far, self.h + 1, torch.nan_to_num(y0, 0.0).long() + 1)
         q = self.table[self.base + yi * (self.w + 2) + xi].float()
-        a = torch.nan_to_num(a, 0.0)
-        b = torch.nan_to_num(b, 0.0)
         a1, b1 = 1 - a, 1 - b
         vals = a1 * b1 * q[..., 0] + a * b1 * q[..., 1] + a1 * b * q[..., 2] + a * b * q[..., 3]
         return vals.sum(1, dtype=torch.float64)

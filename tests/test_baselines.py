@@ -137,3 +137,30 @@ def test_unknown_option_rejected():
     with pytest.raises(ValueError, match="unknown options"):
         E(b=2)
     assert E().settings() == [{}]
+
+
+def test_imported_poses_and_nan_and_timeout(tmp_path):
+    import pandas as pd
+
+    from nre.geometry import R_to_quat_wxyz
+
+    prob, _ = synthetic_matches(7, n=50)
+    q = R_to_quat_wxyz(prob.gt_pose.R)
+    t = prob.gt_pose.t
+    pd.DataFrame(
+        [
+            {"pair_id": "syn", "qw": q[0], "qx": q[1], "qy": q[2], "qz": q[3], "tx": t[0], "ty": t[1], "tz": t[2]},
+            {"pair_id": "nan", "qw": np.nan, "qx": 0, "qy": 0, "qz": 0, "tx": 0, "ty": 0, "tz": 0},
+        ]
+    ).to_csv(tmp_path / "poses.csv", index=False)
+    est = registry.get("imported")(csv=str(tmp_path / "poses.csv"))
+    [[r]] = est.run(prob)
+    assert r.success and pose_error(r.pose, prob.gt_pose).rotation_deg < 1e-4
+    prob.pair_id = "nan"
+    assert not est.run(prob)[0][0].success
+    prob.pair_id = "absent"
+    assert "no imported pose" in est.run(prob)[0][0].failure_reason
+    # a soft time-out voids the results
+    prob.pair_id = "syn"
+    [[r]] = registry.get("lo_ransac_poselib")(timeout_s=0.0).run(prob, [{"threshold": 4.0}])
+    assert not r.success and "time-out" in r.failure_reason

@@ -128,3 +128,35 @@ def test_msac_sampling_weights_prefer_low_entropy_best_maps():
     assert w[0] > w[1] > w[4]
     cam = Camera("PINHOLE", 10, 10, [10, 10, 4.5, 4.5])
     assert msac(np.zeros((2, 3)), np.zeros((2, 2)), cam, None, np.ones(2), np.random.default_rng(0)).pose is None
+
+
+def test_local_windows_are_centred_on_the_reprojection():
+    """The reference's local maps came back shifted by half a window: ours must be centred where they should."""
+    from nre.estimator import descriptor_window_logprob, local_fine_maps, local_windows
+    from nre.geometry import img_to_map
+
+    P = make_problem(5, n=200, outlier_ratio=0.0)
+    x0, y0, valid = local_windows(P.pose, P.points3d, P.camera, P.fine_scale, P.fine_shape, 16, 8.0)
+    uv, _ = P.camera.project(P.points3d, P.pose)
+    pf = img_to_map(uv, P.fine_scale)
+    centre = np.c_[x0, y0] + 7.5
+    inner = P.camera.in_image(uv, 8 + 16 / P.fine_scale[0])  # far from the border: no clamping
+    assert np.abs(centre[inner] - pf[inner]).max() <= 0.5 + 1e-9
+    # windows stay at least 8 px inside the image
+    lo = img_to_map(np.array([8.0, 8.0]), P.fine_scale)
+    assert (x0 >= np.floor(lo[0])).all() and (y0 >= np.floor(lo[1])).all()
+    assert (x0 + 15 <= P.fine_shape[1] - 1).all() and (y0 + 15 <= P.fine_shape[0] - 1).all()
+    # the local map's argmin lands on the cell of the fine peak (descriptor windows of one-hot descriptors)
+    import torch
+
+    h, w = P.fine_shape
+    cells = np.clip(np.round(img_to_map(P.fine_peak_xy, P.fine_scale)).astype(int), 0, [w - 1, h - 1])
+    n = len(cells)
+    tgt = torch.zeros(n, h, w)
+    tgt[torch.arange(n), torch.as_tensor(cells[:, 1]), torch.as_tensor(cells[:, 0])] = 20.0
+    logp = descriptor_window_logprob(torch.eye(n), tgt, x0, y0, 16)
+    maps = local_fine_maps(logp, x0, y0, valid, np.ones(n), P.fine_shape, P.fine_scale)
+    xy, _ = map_minima(maps)
+    got = np.round(img_to_map(xy, P.fine_scale)).astype(int)
+    ok = inner & (np.abs(cells - pf).max(1) < 7)
+    assert ok.sum() > 100 and (got[ok] == cells[ok]).all()

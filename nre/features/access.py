@@ -52,6 +52,10 @@ class PairFeatures:
             self._src[level] = d / float(self.backend.temperature)
         return self._src[level]
 
+    def raw_source_descriptors(self, level: str) -> torch.Tensor:
+        """Source descriptors before the temperature (the backend's own descriptors)."""
+        return self.source_descriptors(level) * float(self.backend.temperature)
+
     def target_features(self, level: str) -> DenseFeatures:
         return self._extract("target", level)
 
