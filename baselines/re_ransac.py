@@ -198,7 +198,10 @@ class Oracle(Estimator):
                 out.append(
                     [
                         EstimateResult.failure(
-                            f"only {inl.sum()} true inliers", time.perf_counter() - t0, inliers=int(inl.sum())
+                            f"only {inl.sum()} true inliers",
+                            time.perf_counter() - t0,
+                            inliers=int(inl.sum()),
+                            diagnostics={"inlier_ratio": float(inl.mean())},
                         )
                     ]
                 )

@@ -208,6 +208,24 @@ def failure_reasons(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def inlier_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """Per category: the fraction of argmax matches within the oracle radius of the true reprojection (from the
+    oracle's per-pair diagnostics): how hard the maps make each category, independently of any estimator."""
+    d = df[(df["estimator"] == "oracle") & (df["stage"] == "")]
+    rows = []
+    for _, r in d.iterrows():
+        diag = json.loads(r["diagnostics"]) if isinstance(r["diagnostics"], str) else {}
+        if "inlier_ratio" in diag:
+            rows.append({"split": r["split"], "category": r["category"], "inlier_ratio": diag["inlier_ratio"]})
+    if not rows:
+        return pd.DataFrame(columns=["split", "category", "n", "median", "q25", "q75"])
+    t = pd.DataFrame(rows)
+    g = t.groupby(["split", "category"])["inlier_ratio"]
+    return pd.DataFrame(
+        {"n": g.size(), "median": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75)}
+    ).reset_index()
+
+
 def cost_diagnostics(df: pd.DataFrame) -> pd.DataFrame:
     """NRE cost at the estimate vs at the ground truth: an optimiser failure has truth cheaper than the estimate."""
     d = df[df["estimator"].isin(["nre_c2f", "nre_single", "re_gauss"]) & df["success"].astype(bool)]

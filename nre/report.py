@@ -16,6 +16,7 @@ SECTIONS = [
     ("Median errors, AUC and run time", "summary"),
     ("Hyperparameter selection", "selection"),
     ("Failure reasons", "failure_reasons"),
+    ("Inlier ratio of the argmax matches (oracle radius) per category", "inlier_ratios"),
 ]
 FIGURES = [
     ("Fig. 5: coarse-to-fine ablation on hard pairs", "fig5_ablation_hard"),

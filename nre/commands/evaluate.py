@@ -44,6 +44,7 @@ def run(args) -> int:
     E.write_table(E.summary_stats(df, sel, thr), out / "summary")
     E.write_table(E.failure_reasons(df), out / "failure_reasons")
     E.write_table(E.cost_diagnostics(df), out / "cost_diagnostics")
+    E.write_table(E.inlier_ratios(df), out / "inlier_ratios")
     # Fig. 5: coarse-to-fine ablation on hard, and one curve per estimator (selected setting)
     test = df[df["split"] == "test"]
     d = E.selected_rows(test, sel, "paper")

@@ -292,11 +292,25 @@ def _fundamental(c1: Camera, p1: Pose, c2: Camera, p2: Pose) -> np.ndarray:
     return np.linalg.inv(c2.K).T @ E @ np.linalg.inv(c1.K)
 
 
+def _seed_c_rand(seed: int) -> None:
+    """Seed the C library's rand(), which OpenCV's FLANN uses: matches then do not depend on what the process did
+    before (scene order, worker assignment)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).srand(ctypes.c_uint(seed & 0xFFFFFFFF))
+    except (OSError, AttributeError):  # pragma: no cover - non-glibc platforms: matching stays approximate
+        pass
+
+
 def _match(d1, d2, x1, x2, F, ratio=0.8, max_sampson=4.0) -> np.ndarray:
     """Ratio-test matches (FLANN kd-trees) verified against the epipolar geometry of the rendered poses."""
     if len(d1) < 2 or len(d2) < 2:
         return np.zeros((0, 2), int)
     flann = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
+    _seed_c_rand(len(d1) * 7919 + len(d2))  # FLANN's randomised kd-trees draw from rand() and cv::theRNG()
+    cv2.setRNGSeed(len(d1) * 7919 + len(d2))
     knn = flann.knnMatch(d1, d2, k=2)
     good = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
     m = np.array([(a.queryIdx, a.trainIdx) for a in good], dtype=int).reshape(-1, 2)
@@ -491,36 +505,57 @@ def generate_scene(out: Path, name: str, split: str, n_images: int, seed: int, p
     return noise
 
 
-def generate(out: str | Path, preset: str = "default", seed: int = 0) -> dict:
+def _scene_job(args):
+    out, name, split, n_images, seed, max_features = args
+    photos = {n: _photo(n) for n in PHOTOS[split] + GROUND[split]}
+    t1 = time.perf_counter()
+    noise = generate_scene(Path(out), name, split, n_images, seed, photos, max_features)
+    return name, split, noise, time.perf_counter() - t1
+
+
+def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int | None = None) -> dict:
+    """Generate every scene of a preset (in parallel over ``jobs`` processes; each scene is seeded by its name, so
+    the output does not depend on ``jobs``)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     p = PRESETS[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    photos = {n: _photo(n) for split in PHOTOS for n in PHOTOS[split] + GROUND[split]}
-    splits: dict[str, list[str]] = {}
-    report = {}
+    tasks = [
+        (str(out), f"{split}_{i:02d}", split, p.n_images[split], seed, p.max_features)
+        for split in ("train", "tuning", "test")
+        for i in range(p.n_scenes[split])
+    ]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     t0 = time.perf_counter()
-    total = sum(p.n_scenes.values())
-    done = 0
-    for split in ("train", "tuning", "test"):
-        for i in range(p.n_scenes[split]):
-            name = f"{split}_{i:02d}"
-            t1 = time.perf_counter()
-            report[name] = generate_scene(out, name, split, p.n_images[split], seed, photos, p.max_features)
-            done += 1
-            log.info(
-                "[%d/%d] scene %s: %d images, %d points, SfM noise median %.3f deg / %.3f units (%.1f s)",
-                done,
-                total,
-                name,
-                report[name]["num_images"],
-                report[name]["num_points3D"],
-                report[name]["rotation_deg_median"],
-                report[name]["center_median"],
-                time.perf_counter() - t1,
-            )
-            splits.setdefault(split, []).append(name)
+    report, splits = {}, {}
+    if jobs == 1:
+        results = map(_scene_job, tasks)
+    else:
+        import multiprocessing as mp
+
+        pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+        results = pool.map(_scene_job, tasks)
+    for done, (name, _split, noise, dt) in enumerate(results, 1):
+        report[name] = noise
+        log.info(
+            "[%d/%d] scene %s: %d images, %d points, SfM noise median %.3f deg / %.3f units (%.1f s)",
+            done,
+            len(tasks),
+            name,
+            noise["num_images"],
+            noise["num_points3D"],
+            noise["rotation_deg_median"],
+            noise["center_median"],
+            dt,
+        )
+    if jobs > 1:
+        pool.shutdown()
+    for _, name, split, *_ in tasks:
+        splits.setdefault(split, []).append(name)
     meta = {"preset": preset, "seed": seed, "splits": splits, "seconds": round(time.perf_counter() - t0, 1)}
     (out / "scenes.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     (out / "noise.json").write_text(json.dumps(report, indent=2))
