@@ -214,7 +214,8 @@ def msac(
         return MsacResult(None, np.inf, 0, len(S), time.perf_counter() - t0, "P3P found no solution (degenerate)")
     R = np.asarray(Rs)
     t = np.asarray(ts)
-    good = np.isfinite(R).all((1, 2)) & np.isfinite(t).all(1)
+    # finite poses whose translation fits float32 scoring
+    good = np.isfinite(R).all((1, 2)) & np.isfinite(t).all(1) & (np.abs(t).max(1, initial=0) < 1e8)
     R, t = R[good], t[good]
     if len(R) == 0:
         return MsacResult(None, np.inf, 0, len(S), time.perf_counter() - t0, "P3P returned only NaN poses")
