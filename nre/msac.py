@@ -54,16 +54,19 @@ class DenseTableScorer:
         self.X = torch.from_numpy(np.ascontiguousarray(points3d, dtype=np.float32))
         self.cam, self.scale = camera, maps.scale.astype(float)
         self.N = maps.n
-        P = np.full((self.N, h + 2, w + 2), self.trunc, self.dtype)  # padded with "out"
+        # P: the maps padded with one "out" cell on each side. Q[n, y0 + 2, x0 + 2] holds the 4 corner losses of the
+        # bilinear cell whose top-left corner is (x0, y0), x0 in [-1, w - 1]; indices 0 and w + 2 (h + 2) are
+        # all-"out" entries, reached by clamping, for positions entirely outside the grid or behind the camera.
+        P = np.full((self.N, h + 2, w + 2), self.trunc, self.dtype)
         P[:, 1:-1, 1:-1] = maps.to_dense(dtype=self.dtype)
-        Q = np.full((self.N, h + 2, w + 2, 4), self.trunc, self.dtype)  # last row/col: all "out"
-        Q[:, : h + 1, : w + 1, 0] = P[:, :-1, :-1]
-        Q[:, : h + 1, : w + 1, 1] = P[:, :-1, 1:]
-        Q[:, : h + 1, : w + 1, 2] = P[:, 1:, :-1]
-        Q[:, : h + 1, : w + 1, 3] = P[:, 1:, 1:]
+        Q = np.full((self.N, h + 3, w + 3, 4), self.trunc, self.dtype)
+        Q[:, 1 : h + 2, 1 : w + 2, 0] = P[:, :-1, :-1]
+        Q[:, 1 : h + 2, 1 : w + 2, 1] = P[:, :-1, 1:]
+        Q[:, 1 : h + 2, 1 : w + 2, 2] = P[:, 1:, :-1]
+        Q[:, 1 : h + 2, 1 : w + 2, 3] = P[:, 1:, 1:]
         self.table = torch.from_numpy(Q.reshape(-1, 4))
         del P, Q
-        self.base = torch.arange(self.N, dtype=torch.int64) * ((h + 2) * (w + 2))
+        self.base = torch.arange(self.N, dtype=torch.int64) * ((h + 3) * (w + 3))
         self.chunk = max(1, chunk_elems // max(self.N, 1))
 
     @property
@@ -89,13 +92,15 @@ class DenseTableScorer:
         return c.fx * Xc[..., 0] * inv + c.cx, c.fy * Xc[..., 1] * inv + c.cy, valid
 
     def _score(self, R, t):
+        """Costs of K poses: (K,) float64. Inputs are finite (checked by msac); a point behind the camera is sent
+        to x = 1e6, whose clamped index is an all-"out" entry."""
         if self.cam.has_distortion:
             Xc = torch.einsum("kij,nj->kni", R, self.X) + t[:, None, :]
             u, v, valid = self._pixels(Xc)
-            x = (u + 0.5) * float(self.scale[0]) - 0.5
-            y = (v + 0.5) * float(self.scale[1]) - 0.5
+            x = torch.where(valid, (u + 0.5) * float(self.scale[0]) - 0.5, 1e6)
+            y = torch.where(valid, (v + 0.5) * float(self.scale[1]) - 0.5, 1e6)
         else:
-            # pinhole: fold intrinsics and the image -> map transform into one 3x3 matrix, one batched product
+            # pinhole: intrinsics and the image -> map transform folded into one 3x3 matrix, one batched product
             c, (sx, sy) = self.cam, self.scale
             Km = torch.tensor(
                 [[c.fx * sx, 0, (c.cx + 0.5) * sx - 0.5], [0, c.fy * sy, (c.cy + 0.5) * sy - 0.5], [0, 0, 1.0]],
@@ -104,19 +109,19 @@ class DenseTableScorer:
             p = torch.matmul(Km @ R, self.X.T) + (t @ Km.T)[:, :, None]  # (K, 3, N)
             z = p[:, 2]
             valid = z > 1e-6
-            inv = 1.0 / torch.where(valid, z, torch.ones_like(z))
-            x = p[:, 0] * inv
-            y = p[:, 1] * inv
+            inv = torch.reciprocal(z)
+            x = torch.where(valid, p[:, 0] * inv, 1e6)
+            y = torch.where(valid, p[:, 1] * inv, 1e6)
+        x = x.clamp_(-1e6, 1e6)
+        y = y.clamp_(-1e6, 1e6)
         x0 = torch.floor(x)
         y0 = torch.floor(y)
-        far = ~valid | (x0 < -1) | (x0 > self.w - 1) | (y0 < -1) | (y0 > self.h - 1) | ~torch.isfinite(x + y)
-        a = torch.where(far, 0.0, x - x0)
-        b = torch.where(far, 0.0, y - y0)
-        xi = torch.where(far, self.w + 1, torch.nan_to_num(x0, 0.0).long() + 1)
-        yi = torch.where(far, self.h + 1, torch.nan_to_num(y0, 0.0).long() + 1)
-        q = self.table[self.base + yi * (self.w + 2) + xi].float()
+        a = x.sub_(x0)
+        b = y.sub_(y0)
+        idx = y0.add_(2).clamp_(0, self.h + 2).mul_(self.w + 3).add_(x0.add_(2).clamp_(0, self.w + 2)).long()
+        q = self.table[idx.add_(self.base)].float()
         a1, b1 = 1 - a, 1 - b
-        vals = a1 * b1 * q[..., 0] + a * b1 * q[..., 1] + a1 * b * q[..., 2] + a * b * q[..., 3]
+        vals = (a1 * q[..., 0] + a * q[..., 1]) * b1 + (a1 * q[..., 2] + a * q[..., 3]) * b
         return vals.sum(1, dtype=torch.float64)
 
 
