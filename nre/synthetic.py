@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nre.geometry import Camera, Pose, img_to_map, map_to_img, so3_exp
+from nre.geometry import Camera, Pose, img_to_map, so3_exp
 from nre.maps import SparseLossMaps, log_omega
 
 
@@ -99,17 +99,3 @@ def make_problem(
     fscale = np.array([fshape[1] / W, fshape[0] / H])
     fine_peak = np.where(inlier[:, None], xy + rng.normal(0, noise_px * 0.3, (n, 2)), peak)
     return SyntheticProblem(cam, pose, X, inlier, coarse, xy, peak, fscale, fshape, fine_peak)
-
-
-def argmin_pixels(maps: SparseLossMaps) -> np.ndarray:
-    """(N, 2) image pixels of each map's lowest-loss cell (NaN for an empty map)."""
-    out = np.full((maps.n, 2), np.nan)
-    if maps.nnz == 0:
-        return out
-    pid = maps.point_index()
-    order = np.lexsort((maps.values, pid))
-    first = order[np.searchsorted(pid[order], np.arange(maps.n))[maps.counts > 0]]
-    w = maps.shape[1]
-    c = maps.cells[first].astype(np.int64)
-    out[maps.counts > 0] = map_to_img(np.c_[c % w, c // w], maps.scale)
-    return out
