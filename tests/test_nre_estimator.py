@@ -171,7 +171,9 @@ def test_msac_scorer_equals_reference_bilinear_lookup():
     rng = np.random.default_rng(0)
     R = so3_exp(rng.normal(0, 0.2, (40, 3))) @ P.pose.R
     t = P.pose.t + rng.normal(0, 2.0, (40, 3))
-    got = DenseTableScorer(P.coarse, P.points3d, P.camera)(R, t)
+    got = DenseTableScorer(P.coarse, P.points3d, P.camera, dtype=np.float32)(R, t)
+    half = DenseTableScorer(P.coarse, P.points3d, P.camera)(R, t)  # the float16 default
+    np.testing.assert_allclose(half, got, rtol=2e-3)
     dense = P.coarse.to_dense()
     for k in range(40):
         uv, valid = P.camera.project(P.points3d, Pose(R[k], t[k]))
