@@ -13,6 +13,7 @@ SECTIONS = [
     ("Table 1: estimators on the same maps (paper protocol: best setting on test)", "table1_paper"),
     ("Table 1, fair protocol (setting chosen on the tuning split)", "table1_fair"),
     ("Table 2: coarse-to-fine NRE per feature backend", "table2"),
+    ("Table 3: time and memory per stage (a job running alone)", "table3"),
     ("Median errors, AUC and run time", "summary"),
     ("Hyperparameter selection", "selection"),
     ("Failure reasons", "failure_reasons"),

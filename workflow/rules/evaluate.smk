@@ -28,6 +28,7 @@ rule evaluate:
 rule report_html:
     input:
         table1=f"{OUT}/eval/table1_paper.md",
+        table3=f"{OUT}/eval/table3.md",
         pairs=f"{OUT}/pairs.csv",
     output:
         report(f"{OUT}/report.html", caption="../report/html.rst", category="Report"),
@@ -59,3 +60,28 @@ rule regress:
     shell:
         "nre regress --reference {params.ref} --current {params.evaldir} --config {params.configfile}"
         " --out {output} > {log} 2>&1"
+
+
+rule timing:
+    """Table 3: per-stage time and memory on a few test pairs, in a job that takes every core (runs alone)."""
+    input:
+        pairs=f"{OUT}/pairs.csv",
+    output:
+        timing=f"{OUT}/eval/timing.csv",
+        table3=report(f"{OUT}/eval/table3.md", caption="../report/table3.rst", category="Tables"),
+    params:
+        root=lambda w: ROOT,
+        features=T1,
+        foptions=features_options(T1),
+        n=config.get("timing", {}).get("n_pairs", 10),
+        maxpts=MAXPTS,
+        seed=SEED,
+    threads: workflow.cores
+    log:
+        f"{OUT}/logs/timing.log",
+    conda:
+        ENV
+    shell:
+        "nre timing --pairs {input.pairs} --root {params.root} --features {params.features}"
+        " --features-options '{params.foptions}' --n-pairs {params.n} --max-points {params.maxpts} --seed {params.seed}"
+        " --threads 2 --out {output.timing} > {log} 2>&1"
