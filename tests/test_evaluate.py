@@ -54,10 +54,6 @@ def test_failure_rates_count_failures_as_infinite():
 
 
 def test_selection_protocols_differ_when_tuning_disagrees():
-    def err(thr_good_on_test):
-        return lambda rng, cat: 1.0
-
-    rows = []
     rng = np.random.default_rng(0)
     base = make_rows(rng, {"x": {("t", 1): (1.0, True), ("t", 2): (20.0, True)}})
     base["params"] = base["params"].map(lambda p: json.dumps({"threshold": json.loads(p)[1]}))
@@ -65,8 +61,7 @@ def test_selection_protocols_differ_when_tuning_disagrees():
     tun = base["split"] == "tuning"
     base.loc[tun & base["params"].str.contains("1"), "rotation_error_deg"] = 20.0
     base.loc[tun & base["params"].str.contains("2"), "rotation_error_deg"] = 1.0
-    rows.append(base)
-    df = E.prepare(pd.concat(rows))
+    df = E.prepare(base)
     sel = E.select(E.failure_rates(df, THR)).set_index("estimator")
     assert json.loads(sel.loc["x", "paper"]) == {"threshold": 1}
     assert json.loads(sel.loc["x", "fair"]) == {"threshold": 2}

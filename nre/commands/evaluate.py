@@ -20,8 +20,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import pandas as pd
-
     from nre import evaluate as E
     from nre import figures as F
     from nre.results import read
@@ -65,5 +63,4 @@ def run(args) -> int:
             ]
         )
     )
-    pd.set_option("display.width", 200)
     return 0
