@@ -59,6 +59,9 @@ class Estimator(ABC):
             out = self.estimate_many(problem, settings)
             if len(out) != len(settings):
                 raise RuntimeError(f"returned {len(out)} result lists for {len(settings)} settings")
+            for res_list in out:
+                if not isinstance(res_list, (list, tuple)) or not all(isinstance(r, EstimateResult) for r in res_list):
+                    raise TypeError("estimate_many must return, per setting, a list of EstimateResult")
             for res_list in out:  # a NaN pose is a failure, never a success
                 for r in res_list:
                     if r.success and (

@@ -5,6 +5,7 @@ entry another key and ``class: imported`` to import several methods."""
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -15,11 +16,20 @@ from nre.problem import EstimateResult
 COLUMNS = ["pair_id", "qw", "qx", "qy", "qz", "tx", "ty", "tz"]
 
 
-@functools.lru_cache(maxsize=4)
 def _load(path: str):
+    """The CSV indexed by pair id (re-read when the file changes)."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError as e:
+        raise FileNotFoundError(f"imported poses: cannot read {path} ({e})") from e
+    return _load_cached(path, mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime: int):
     import pandas as pd
 
-    df = pd.read_csv(path)
+    df = pd.read_csv(path, dtype={"pair_id": str})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing} (needs {COLUMNS})")
@@ -29,6 +39,8 @@ def _load(path: str):
 
 
 class Imported(Estimator):
+    """Poses computed elsewhere (option ``csv``: pair_id, qw, qx, qy, qz, tx, ty, tz world-to-camera[, runtime_s])."""
+
     name = "imported"
     grid = {}
     defaults = {"csv": ""}
@@ -38,9 +50,9 @@ class Imported(Estimator):
         if not self.options["csv"]:
             return [[EstimateResult.failure("imported: no csv option given")] for _ in settings]
         df = _load(str(self.options["csv"]))
-        if problem.pair_id not in df.index:
+        if str(problem.pair_id) not in df.index:
             return [[EstimateResult.failure("no imported pose for this pair")] for _ in settings]
-        r = df.loc[problem.pair_id]
+        r = df.loc[str(problem.pair_id)]
         q = np.array([r["qw"], r["qx"], r["qy"], r["qz"]], dtype=float)
         t = np.array([r["tx"], r["ty"], r["tz"]], dtype=float)
         if not (np.isfinite(q).all() and np.isfinite(t).all()) or np.linalg.norm(q) < 1e-9:

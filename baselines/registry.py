@@ -1,6 +1,13 @@
 """Estimator discovery: every module under ``baselines/`` is scanned for ``Estimator`` subclasses with a ``name``.
 
-A config entry names an estimator by that ``name`` (or by ``package.module:ClassName`` for code outside baselines/)."""
+A config entry names an estimator by that ``name`` (or by ``package.module:ClassName`` for code outside baselines/).
+
+- Two classes registering the same ``name`` is an error naming both modules.
+- An unknown name is a ``KeyError`` listing every available name.
+- A module under baselines/ that fails to import does not hide the others: ``get`` of another name still works,
+  ``get`` of a name that may live in the broken module reports the module and its import error, and
+  ``import_errors()`` lists them (``nre estimators`` prints them).
+"""
 
 from __future__ import annotations
 
@@ -13,39 +20,87 @@ from baselines.base import Estimator
 _SKIP = {"base", "registry"}
 
 
-def _scan() -> dict[str, type[Estimator]]:
+def _classes(mod) -> list[type[Estimator]]:
+    return [
+        obj
+        for _, obj in inspect.getmembers(mod, inspect.isclass)
+        if issubclass(obj, Estimator) and obj is not Estimator and obj.name and not inspect.isabstract(obj)
+    ]
+
+
+def _scan() -> tuple[dict[str, type[Estimator]], dict[str, str]]:
+    """(name -> class, module -> import error) over the modules of the baselines package."""
     import baselines
 
     found: dict[str, type[Estimator]] = {}
-    for info in pkgutil.iter_modules(baselines.__path__):
+    errors: dict[str, str] = {}
+    for info in sorted(pkgutil.iter_modules(baselines.__path__), key=lambda i: i.name):
         if info.name in _SKIP or info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"baselines.{info.name}")
-        for _, obj in inspect.getmembers(mod, inspect.isclass):
-            if issubclass(obj, Estimator) and obj is not Estimator and obj.name and not inspect.isabstract(obj):
-                if obj.name in found and found[obj.name] is not obj:
-                    raise RuntimeError(
-                        f"estimator name {obj.name!r} is defined twice: "
-                        f"{found[obj.name].__module__} and {obj.__module__}"
-                    )
-                found[obj.name] = obj
-    return found
+        modname = f"baselines.{info.name}"
+        try:
+            mod = importlib.import_module(modname)
+        except Exception as e:  # one broken module must not hide every other estimator
+            errors[modname] = f"{type(e).__name__}: {e}"
+            continue
+        for obj in _classes(mod):
+            if obj.name in found and found[obj.name] is not obj:
+                raise RuntimeError(
+                    f"estimator name {obj.name!r} is defined twice: "
+                    f"{found[obj.name].__module__}.{found[obj.name].__qualname__} and "
+                    f"{obj.__module__}.{obj.__qualname__}; rename one"
+                )
+            found[obj.name] = obj
+    return found, errors
 
 
 def available() -> dict[str, type[Estimator]]:
-    """name -> estimator class, for every estimator under baselines/."""
-    return dict(sorted(_scan().items()))
+    """name -> estimator class, for every estimator under baselines/ (sorted by name)."""
+    return dict(sorted(_scan()[0].items()))
+
+
+def import_errors() -> dict[str, str]:
+    """module -> import error, for the modules under baselines/ that could not be imported."""
+    return _scan()[1]
 
 
 def get(name: str) -> type[Estimator]:
     """The estimator class called ``name``, or ``package.module:ClassName``."""
     if ":" in name:
-        mod, cls = name.split(":", 1)
-        obj = getattr(importlib.import_module(mod), cls)
+        modname, clsname = name.split(":", 1)
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as e:
+            raise KeyError(f"estimator {name!r}: cannot import module {modname!r} ({e})") from e
+        obj = getattr(mod, clsname, None)
+        if obj is None:
+            raise KeyError(f"estimator {name!r}: module {modname!r} has no attribute {clsname!r}")
         if not (inspect.isclass(obj) and issubclass(obj, Estimator)):
             raise TypeError(f"{name} is not an Estimator subclass")
+        if inspect.isabstract(obj):
+            raise TypeError(f"{name} is abstract (does it implement estimate_many?)")
         return obj
-    found = _scan()
+    found, errors = _scan()
     if name not in found:
-        raise KeyError(f"unknown estimator {name!r}; available: {', '.join(sorted(found)) or 'none'}")
+        msg = f"unknown estimator {name!r}; available: {', '.join(sorted(found)) or 'none'}"
+        if errors:
+            msg += "; modules that failed to import: " + "; ".join(f"{m} ({e})" for m, e in errors.items())
+        raise KeyError(msg)
     return found[name]
+
+
+def describe(cls: type[Estimator]) -> dict:
+    """What ``nre estimators`` prints for one estimator: where it lives, what it needs, its grid and defaults."""
+    own = cls.__dict__.get("__doc__")  # not the inherited Estimator docstring
+    doc = inspect.cleandoc(own) if own else (inspect.getdoc(inspect.getmodule(cls)) or "")
+    return {
+        "name": cls.name,
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "needs": sorted(cls.needs),
+        "stages": list(cls.stages) if cls.stages else None,
+        "grid": {k: list(v) for k, v in sorted(cls.grid.items())},
+        "n_settings": len(cls.settings(cls, None)),
+        "default_setting": cls.default_setting(cls),
+        "options": {**cls.COMMON_OPTIONS, **cls.defaults},
+        "doc": doc.split("\n\n")[0].replace("\n", " "),
+    }
