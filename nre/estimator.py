@@ -3,14 +3,15 @@
 Coarse-to-fine: coarse maps -> MSAC + P3P -> coarse GNC -> local fine maps in a window around each point's
 reprojection under the coarse pose -> fine GNC. No high-resolution dense map is ever built.
 
-Local fine maps. A local softmax over a window always sums to 1, so an outlier would get a full-strength peak.
-Each local map is therefore scaled by the coarse probability mass of its point in the 2 x 2 coarse cells around the
-point's coarse reprojection, and truncated at ln of the full fine grid's |Omega-ring|, so outliers stay weak.
-``local_norm="mass"`` (default) gives C_f(q) = m_n * softmax_window(q): with a 16-cell window at stride 2 and coarse
-cells of 16 px, the window covers those 2 x 2 coarse cells, so the coarse mass is redistributed over the fine cells
-that share it. ``local_norm="reference"`` further divides by the number of window cells, as the reference code does.
-The window defaults to 16 fine cells (the reference; the paper says 64x64) and is kept ``margin_px`` (8) pixels
-inside the image.
+Local fine maps (windows, coarse-mass scaling, truncation, their default norm): see ``nre.localmaps``, whose
+functions are re-exported here. Every stage's result carries its run time, map memory and the Eq. 6 cost (coarse
+maps) at the estimate and at the ground-truth pose when known, so an optimiser failure (truth cheaper than the
+estimate) is told apart from an objective failure.
+
+Eq. 11: one-hot maps at each argmax (``Problem.matches.xy``, image pixels) turn Eq. 9 into a sum of negative
+Gaussians of the reprojection residual; sigma is given in image pixels and converted to the cells of the one-hot
+grid inside ``re_gaussian`` (terms are laid out in pixels, so cells = pixels there: the conversion is the identity,
+and a test checks that the result does not depend on the dense grid's stride).
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from nre.geometry import Camera, Pose, img_to_map, map_to_img
+from nre.geometry import Pose, img_to_map, map_to_img
 from nre.gnc import DEFAULT_SIGMAS, Terms, refine
-from nre.maps import SparseLossMaps, dense_maps, log_omega
+from nre.localmaps import (  # noqa: F401  (re-exported: the local-map API used to live here)
+    LOCAL_NORMS,
+    DescriptorFineSource,
+    coarse_mass,
+    descriptor_window_logprob,
+    local_fine_maps,
+    local_windows,
+)
+from nre.maps import SparseLossMaps, dense_maps, log_omega, sparse_argmin, sparse_entropy, sparse_lookup
 from nre.msac import DenseTableScorer, OneHotScorer, msac, sampling_weights
 from nre.problem import EstimateResult, Problem
 from nre.seeding import rng_for
@@ -38,7 +46,8 @@ class NreOptions:
     max_iterations: int = 100
     window: int = 16
     margin_px: float = 8.0
-    local_norm: str = "mass"
+    local_norm: str = "reference"  # nre.localmaps: "reference" (divide by the window cells) or "mass"
+    p3p_solver: str = "numpy"  # nre.p3p.p3p_batch, or "poselib" (one call per sample)
     coarse_level: str = "coarse"
     fine_level: str = "fine"
 
@@ -46,24 +55,13 @@ class NreOptions:
 # ----------------------------------------------------------------------------------------------- helpers
 def map_minima(maps: SparseLossMaps) -> tuple[np.ndarray, np.ndarray]:
     """(N, 2) image pixels of each map's argmin cell and (N,) its loss (NaN / trunc for empty maps)."""
-    xy = np.full((maps.n, 2), np.nan)
-    mins = np.full(maps.n, maps.trunc)
-    if maps.nnz:
-        pid = maps.point_index()
-        order = np.lexsort((maps.values, pid))
-        has = maps.counts > 0
-        first = order[maps.offsets[:-1][has]]
-        c = maps.cells[first].astype(np.int64)
-        w = maps.shape[1]
-        xy[has] = map_to_img(np.c_[c % w, c // w], maps.scale)
-        mins[has] = maps.values[first]
-    return xy, mins
+    cells, mins = sparse_argmin(maps)
+    return map_to_img(cells, maps.scale), mins
 
 
 def map_entropy(maps: SparseLossMaps) -> np.ndarray:
-    """Entropy of each map from its sparse form (truncated cells contribute ~0 mass)."""
-    p = np.exp(-maps.values.astype(np.float64))
-    return np.bincount(maps.point_index(), weights=p * maps.values, minlength=maps.n)
+    """Entropy of each map from its sparse form (see nre.maps.sparse_entropy)."""
+    return sparse_entropy(maps)
 
 
 def eq6_cost(scorer, pose: Pose | None) -> float:
@@ -79,90 +77,17 @@ def _pose_diag(scorer, pose, gt):
     return d
 
 
-def local_windows(
-    pose: Pose, points3d: np.ndarray, camera: Camera, fine_scale, fine_shape, window: int, margin_px: float
-):
-    """Window origins (x0, y0) in fine cells centred on each point's reprojection, and the in-front mask."""
-    h, w = fine_shape
-    uv, valid = camera.project(points3d, pose)
-    pf = img_to_map(uv, fine_scale)
-    lo = np.ceil(img_to_map(np.array([margin_px, margin_px]), fine_scale)).astype(int)
-    hi = np.floor(
-        img_to_map(np.array([camera.width - 1 - margin_px, camera.height - 1 - margin_px]), fine_scale)
-    ).astype(int) - (window - 1)
-    lo = np.minimum(lo, [max(w - window, 0), max(h - window, 0)])
-    hi = np.maximum(hi, lo)
-    origin = np.round(pf - (window - 1) / 2.0)
-    origin = np.where(np.isfinite(origin), origin, 0)
-    x0 = np.clip(origin[:, 0], lo[0], hi[0]).astype(np.int64)
-    y0 = np.clip(origin[:, 1], lo[1], hi[1]).astype(np.int64)
-    return x0, y0, valid & np.isfinite(uv).all(1)
+def _fine_diag(fine: SparseLossMaps, pose: Pose, problem: Problem) -> dict:
+    """Eq. 6 on the local fine maps at the fine estimate and at the truth (when known)."""
 
+    def cost(p):
+        uv, valid = problem.camera.project(problem.points3d, p)
+        return float(sparse_lookup(fine, img_to_map(uv, fine.scale), valid).sum())
 
-def descriptor_window_logprob(src: torch.Tensor, tgt: torch.Tensor, x0, y0, size: int, chunk: int = 256):
-    """Local log-softmax maps (M, size, size) of source descriptors on windows of the target map."""
-    D, h, w = tgt.shape
-    out = np.empty((len(src), size, size), np.float32)
-    ar = torch.arange(size)
-    with torch.no_grad():
-        for s in range(0, len(src), chunk):
-            ys = (torch.as_tensor(y0[s : s + chunk])[:, None] + ar).clamp(0, h - 1)  # (m, S)
-            xs = (torch.as_tensor(x0[s : s + chunk])[:, None] + ar).clamp(0, w - 1)
-            win = tgt[:, ys[:, :, None], xs[:, None, :]]  # (D, m, S, S)
-            logits = torch.einsum("md,dmij->mij", src[s : s + chunk], win)
-            out[s : s + chunk] = torch.log_softmax(logits.reshape(len(logits), -1), -1).reshape(-1, size, size).numpy()
-    return out
-
-
-class DescriptorFineSource:
-    """Local fine correspondence maps from descriptors: source point descriptors on windows of the target map."""
-
-    def __init__(self, features, level: str = "fine"):
-        self.src = features.source_descriptors(level)
-        self.tgt = features.target_map(level)
-        self.scale = np.asarray(features.target_scale(level), dtype=float)
-        self.shape = tuple(int(v) for v in self.tgt.shape[1:])
-
-    def window_logprob(self, idx, x0, y0, size):
-        return descriptor_window_logprob(self.src[idx], self.tgt, x0, y0, size)
-
-
-def local_fine_maps(
-    logp_local: np.ndarray, x0, y0, valid, coarse_mass: np.ndarray, fine_shape, fine_scale, norm: str = "mass"
-) -> SparseLossMaps:
-    """Sparse loss maps over the full fine grid from local windows, scaled by the coarse mass."""
-    N, S, _ = logp_local.shape
-    h, w = fine_shape
-    trunc = log_omega(h, w)
-    logm = np.log(np.maximum(np.asarray(coarse_mass, dtype=np.float64), 1e-300))
-    if norm == "reference":
-        logm = logm - np.log(S * S)
-    elif norm != "mass":
-        raise ValueError(f"local_norm must be 'mass' or 'reference', got {norm!r}")
-    loss = -(logp_local + logm[:, None, None])
-    ys, xs = np.mgrid[0:S, 0:S]
-    X = x0[:, None, None] + xs
-    Y = y0[:, None, None] + ys
-    keep = (loss < trunc) & valid[:, None, None] & (X >= 0) & (X < w) & (Y >= 0) & (Y < h)
-    n_idx, yy, xx = np.nonzero(keep)
-    cells = (Y[n_idx, yy, xx] * w + X[n_idx, yy, xx]).astype(np.int32)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(n_idx, minlength=N))])
-    return SparseLossMaps((h, w), offsets, cells, loss[n_idx, yy, xx], trunc, fine_scale)
-
-
-def coarse_mass(maps: SparseLossMaps, pose: Pose, points3d: np.ndarray, camera: Camera) -> np.ndarray:
-    """Probability mass of each coarse map in the 2 x 2 cells around the point's reprojection."""
-    from nre.maps import bilinear_corners
-
-    uv, valid = camera.project(points3d, pose)
-    xy = img_to_map(uv, maps.scale)
-    xy = np.where(valid[:, None] & np.isfinite(xy), xy, -10.0)
-    flat, _, inside = bilinear_corners(xy, maps.shape)
-    dense = maps.to_dense(dtype=np.float32).reshape(maps.n, -1)
-    prob = np.where(inside, np.exp(-dense[np.arange(maps.n)[:, None], flat]), 0.0)
-    # cells at the truncation level hold (at most) 1/|Omega-ring|: count them as 0
-    prob = np.where(dense[np.arange(maps.n)[:, None], flat] >= maps.trunc, 0.0, prob)
-    return prob.sum(1)
+    d = {"fine_cost": cost(pose)}
+    if problem.gt_pose is not None:
+        d["fine_cost_at_truth"] = cost(problem.gt_pose)
+    return d
 
 
 def _result(stage, pose, t0, diag, failure=None):
@@ -186,7 +111,7 @@ def run_msac_on_maps(
     usable = np.isfinite(xy).all(1) & (mins < maps.trunc)
     w = sampling_weights(mins, ent, usable, opts.best_fraction)
     rng = rng_for(problem.seed, key, "msac")
-    return msac(problem.points3d, xy, problem.camera, scorer, w, rng, opts.msac_iterations), scorer
+    return msac(problem.points3d, xy, problem.camera, scorer, w, rng, opts.msac_iterations, opts.p3p_solver), scorer
 
 
 def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list[EstimateResult]:
@@ -207,7 +132,12 @@ def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list
     g = refine(
         m.pose, problem.points3d, problem.camera, Terms.from_sparse(maps), opts.coarse_sigmas, opts.max_iterations
     )
-    d1 = {"iterations": g.iterations, "stop": g.stop_reason, "stage_s": time.perf_counter() - t1}
+    d1 = {
+        "iterations": g.iterations,
+        "accepted": g.accepted,
+        "stop": g.stop_reason,
+        "stage_s": time.perf_counter() - t1,
+    }
     out.append(_result("coarse_gnc", g.pose, t0, {**base, **d1, **_pose_diag(scorer, g.pose, problem.gt_pose)}))
     source = problem.extras.get("fine_source")
     if source is None and problem.features is not None:
@@ -225,10 +155,12 @@ def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list
     f = refine(g.pose, problem.points3d, problem.camera, Terms.from_sparse(fine), opts.fine_sigmas, opts.max_iterations)
     d2 = {
         "iterations": f.iterations,
+        "accepted": f.accepted,
         "stop": f.stop_reason,
         "local_maps_s": t3 - t2,
         "stage_s": time.perf_counter() - t2,
         "map_bytes_fine": int(fine.nbytes),
+        **_fine_diag(fine, f.pose, problem),
         "fine_nnz": int(fine.nnz),
     }
     out.append(_result("fine_gnc", f.pose, t0, {**base, **d2, **_pose_diag(scorer, f.pose, problem.gt_pose)}))
@@ -258,6 +190,7 @@ def nre_single_level(problem: Problem, opts: NreOptions | None = None, level: st
         "msac_s": t2 - t1,
         "gnc_s": time.perf_counter() - t2,
         "iterations": g.iterations,
+        "accepted": g.accepted,
         "stop": g.stop_reason,
         "map_bytes": int(maps.nbytes),
         "table_bytes": int(scorer.nbytes),
@@ -285,7 +218,14 @@ def re_gaussian(problem: Problem, sigmas_px: list[float], opts: NreOptions | Non
     ent = problem.matches.entropy if problem.matches.entropy is not None else np.ones(len(xy))
     w = sampling_weights(-np.log(np.maximum(score, 1e-30)), ent, np.isfinite(xy).all(1), opts.best_fraction)
     m = msac(
-        problem.points3d, xy, problem.camera, scorer, w, rng_for(problem.seed, "re_gauss", "msac"), opts.msac_iterations
+        problem.points3d,
+        xy,
+        problem.camera,
+        scorer,
+        w,
+        rng_for(problem.seed, "re_gauss", "msac"),
+        opts.msac_iterations,
+        opts.p3p_solver,
     )
     t_init = time.perf_counter() - t0
     if m.pose is None:
@@ -300,6 +240,7 @@ def re_gaussian(problem: Problem, sigmas_px: list[float], opts: NreOptions | Non
             "msac_s": t_init,
             "gnc_s": time.perf_counter() - t1,
             "iterations": g.iterations,
+            "accepted": g.accepted,
             "stop": g.stop_reason,
             **_pose_diag(scorer, g.pose, problem.gt_pose),
         }

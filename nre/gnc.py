@@ -8,11 +8,14 @@ sum omega_nq ||q - w_n||^2 / 2; per point this only needs W_n = sum_q omega_nq a
 iteration costs one pass over the terms plus a 6x6 solve.
 
 Step control (as in the reference implementation): a step is accepted when the total cost drops; then the modified
-gain ratio rho = (Phi_old - Phi_new) / (sum of per-point decreases + sum of per-point increases) decides: rho <= 0.1
-or a relative drop below ``min_drop`` moves to the next sigma, otherwise the damping is halved; a rejected step
-doubles the damping. GNC stops when the damping reaches its upper bound, when the schedule ends, or at the
-iteration cap. Only terms within ``radius_sigmas`` sigma of a point's reprojection at the start of a sigma level are
-kept for that level (exp(-radius^2 / 2) = 3e-4 of a term's weight beyond 4 sigma).
+gain ratio rho = (Phi_old - Phi_new) / (sum of per-term decreases + sum of per-term increases) decides (a term is one
+(point, cell) pair of Eq. 9): rho <= 0.1 or a relative drop (Phi_old - Phi_new) / |Phi_old| below ``min_drop`` moves
+to the next sigma, otherwise the damping is halved; a rejected step doubles the damping. GNC stops when the damping
+reaches its upper bound, when the schedule ends, or at the iteration cap. One addition: a step below ``min_step``
+(1e-10 in every coordinate) means the level has converged (the cost cannot drop any more, in floating point) and
+moves to the next sigma, instead of ~50 rejected steps doubling the damping up to its bound. Only terms within
+``radius_sigmas`` sigma of a point's reprojection at the start of a sigma level are kept for that level
+(exp(-radius^2 / 2) = 3e-4 of a term's weight beyond 4 sigma).
 """
 
 from __future__ import annotations
@@ -61,10 +64,35 @@ class GncResult:
     costs: list = field(default_factory=list)  # final cost per sigma level
 
 
-def _per_point_cost(terms: Terms, pm: np.ndarray, sigma: float) -> np.ndarray:
+def term_costs(terms: Terms, pm: np.ndarray, sigma: float) -> np.ndarray:
+    """Per-term costs -w_nq k_sigma(||q - p_n||) (T,) at map positions pm (N, 2) of the points."""
     d = terms.q - pm[terms.point]
-    k = np.exp(-(d[:, 0] ** 2 + d[:, 1] ** 2) / (2 * sigma * sigma))
-    return -np.bincount(terms.point, weights=terms.w * k, minlength=terms.n_points)
+    return -terms.w * np.exp(-(d[:, 0] ** 2 + d[:, 1] ** 2) / (2 * sigma * sigma))
+
+
+def normal_equations(terms: Terms, pm: np.ndarray, valid: np.ndarray, Jm: np.ndarray, sigma: float):
+    """IRLS normal equations of Eq. 9 at map positions pm (N, 2) with Jacobians Jm (N, 2, 6) (map cells per
+    Pose.perturb delta): H = sum_n W_n J_n^T J_n and g = sum_n J_n^T sum_q omega_nq (q - p_n) = -grad Phi, with
+    omega_nq = w_nq k_sigma(d_nq) / sigma^2. Returns H (6, 6), g (6,) and the mask of points with terms."""
+    d = terms.q - pm[terms.point]
+    om = terms.w * np.exp(-(d[:, 0] ** 2 + d[:, 1] ** 2) / (2 * sigma * sigma)) / (sigma * sigma)
+    Wn = np.bincount(terms.point, weights=om, minlength=terms.n_points)
+    Mn = np.stack([np.bincount(terms.point, weights=om * terms.q[:, k], minlength=terms.n_points) for k in (0, 1)], 1)
+    use = valid & (Wn > 0)
+    J = Jm[use]
+    r = Mn[use] - Wn[use, None] * pm[use]  # sum_q omega (q - p)
+    H = np.einsum("n,nai,naj->ij", Wn[use], J, J)
+    g = np.einsum("nai,na->i", J, r)
+    return H, g, use
+
+
+def reproject(pose: Pose, points3d: np.ndarray, camera: Camera, scale: np.ndarray):
+    """Map positions (N, 2), in-front mask and Jacobians (N, 2, 6) in map cells; behind the camera -> far away."""
+    uv, valid, J = camera.project_with_jacobian(points3d, pose)
+    pm = (uv + 0.5) * scale - 0.5
+    Jm = J * scale[None, :, None]
+    pm[~valid] = 1e6  # behind the camera: far from every cell
+    return pm, valid, Jm
 
 
 def refine(
@@ -79,6 +107,7 @@ def refine(
     rho_min: float = 0.1,
     min_drop: float = 1e-5,
     radius_sigmas: float = 4.0,
+    min_step: float = 1e-10,
 ) -> GncResult:
     """GNC refinement of ``pose`` on ``terms`` (see module docstring)."""
     t0 = time.perf_counter()
@@ -88,50 +117,40 @@ def refine(
     stop = "schedule end"
     costs = []
 
-    def reproject(p: Pose):
-        uv, valid, J = camera.project_with_jacobian(points3d, p)
-        pm = (uv + 0.5) * scale - 0.5
-        Jm = J * scale[None, :, None]
-        pm[~valid] = 1e6  # behind the camera: far from every cell
-        return pm, valid, Jm
-
     for sigma in sigmas:
-        pm, valid, Jm = reproject(pose)
+        pm, valid, Jm = reproject(pose, points3d, camera, scale)
         d = terms.q - pm[terms.point]
         near = (d[:, 0] ** 2 + d[:, 1] ** 2) < (radius_sigmas * sigma + 2.0) ** 2
         T = terms.subset(near)
-        phi_pts = _per_point_cost(T, pm, sigma)
-        phi = phi_pts.sum()
+        phi_terms = term_costs(T, pm, sigma)
+        phi = phi_terms.sum()
         while it < max_iterations:
             it += 1
-            d = T.q - pm[T.point]
-            om = T.w * np.exp(-(d[:, 0] ** 2 + d[:, 1] ** 2) / (2 * sigma * sigma)) / (sigma * sigma)
-            Wn = np.bincount(T.point, weights=om, minlength=T.n_points)
-            Mn = np.stack([np.bincount(T.point, weights=om * T.q[:, k], minlength=T.n_points) for k in (0, 1)], 1)
-            use = valid & (Wn > 0)
+            Hm, g, use = normal_equations(T, pm, valid, Jm, sigma)
             if not use.any():
                 stop = "no term near any reprojection"
                 break
-            J = Jm[use]
-            r = Mn[use] - Wn[use, None] * pm[use]  # sum_q omega (q - p)
-            Hm = np.einsum("n,nai,naj->ij", Wn[use], J, J)
-            g = np.einsum("nai,na->i", J, r)
             A = Hm + lam * np.diag(np.maximum(np.diag(Hm), 1e-12))
             try:
                 delta = np.linalg.solve(A, g)
             except np.linalg.LinAlgError:
                 stop = "singular system"
                 break
+            if not np.all(np.abs(delta) < np.inf):
+                stop = "non-finite step"
+                break
+            if np.abs(delta).max() < min_step:  # converged at this sigma: its optimum cannot move any more
+                break
             cand = pose.perturb(delta)
-            pm_c, valid_c, Jm_c = reproject(cand)
-            phi_c_pts = _per_point_cost(T, pm_c, sigma)
-            phi_c = phi_c_pts.sum()
+            pm_c, valid_c, Jm_c = reproject(cand, points3d, camera, scale)
+            phi_c_terms = term_costs(T, pm_c, sigma)
+            phi_c = phi_c_terms.sum()
             if phi_c < phi:
                 acc += 1
-                diff = phi_pts - phi_c_pts
-                rho = (phi - phi_c) / max(np.abs(diff).sum(), 1e-300)
+                # modified gain ratio: the drop over the sum of per-term decreases and increases
+                rho = (phi - phi_c) / max(np.abs(phi_terms - phi_c_terms).sum(), 1e-300)
                 drop = (phi - phi_c) / max(abs(phi), 1e-300)
-                pose, pm, valid, Jm, phi, phi_pts = cand, pm_c, valid_c, Jm_c, phi_c, phi_c_pts
+                pose, pm, valid, Jm, phi, phi_terms = cand, pm_c, valid_c, Jm_c, phi_c, phi_c_terms
                 if rho <= rho_min or drop < min_drop:
                     break
                 lam = max(lam / 2, damping_bounds[0])

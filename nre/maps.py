@@ -121,6 +121,53 @@ class SparseLossMaps:
         )
 
 
+def sparse_lookup(maps: SparseLossMaps, xy: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Robust loss L_n (Eq. 7) of each map n bilinearly interpolated at map position xy[n] (N, 2), straight from the
+    sparse form (no dense map): unstored cells and out-of-grid corners cost ``trunc``; ``valid`` False (behind the
+    camera, NaN) gives ``trunc``. Same rule as ``lookup_dense``."""
+    h, w = maps.shape
+    xy = np.asarray(xy, dtype=np.float64)
+    ok = np.isfinite(xy).all(1) if valid is None else (np.asarray(valid, bool) & np.isfinite(xy).all(1))
+    xy = np.where(ok[:, None], xy, -10.0)
+    flat, wts, inside = bilinear_corners(xy, (h, w))
+    if maps.nnz == 0:
+        return np.full(maps.n, maps.trunc)
+    # one sorted key per stored cell: point * h * w + cell (sorted here if the cells of a point are not)
+    keys = maps.point_index().astype(np.int64) * (h * w) + maps.cells
+    vals = maps.values
+    if np.any(np.diff(keys) < 0):
+        order = np.argsort(keys, kind="stable")
+        keys, vals = keys[order], vals[order]
+    q = np.arange(maps.n)[:, None] * (h * w) + flat
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    corner = np.where(inside & (keys[pos] == q), vals[pos], maps.trunc)
+    return np.sum(wts * corner, 1)
+
+
+def sparse_argmin(maps: SparseLossMaps) -> tuple[np.ndarray, np.ndarray]:
+    """Per-map argmin of sparse loss maps: (N, 2) map cells (x, y) (NaN for a map with no stored cell) and (N,) the
+    minimum loss (``trunc`` for an empty map). Ties go to the lowest flat cell index."""
+    xy = np.full((maps.n, 2), np.nan)
+    mins = np.full(maps.n, maps.trunc, dtype=np.float64)
+    if maps.nnz:
+        order = np.lexsort((maps.cells, maps.values, maps.point_index()))
+        has = maps.counts > 0
+        first = order[maps.offsets[:-1][has]]
+        c = maps.cells[first].astype(np.int64)
+        w = maps.shape[1]
+        xy[has] = np.c_[c % w, c // w]
+        mins[has] = maps.values[first]
+    return xy, mins
+
+
+def sparse_entropy(maps: SparseLossMaps) -> np.ndarray:
+    """Entropy (nats) of each map from its stored cells, sum_q p ln(1/p) with p = exp(-L). Truncated cells (p below
+    1 / |Omega-ring| each) are left out, so this is a lower bound, exact for peaked maps; ``dense_maps``'s
+    ``MapStats.entropy`` is the exact value when the dense maps are available."""
+    v = maps.values.astype(np.float64)
+    return np.bincount(maps.point_index(), weights=np.exp(-v) * v, minlength=maps.n)
+
+
 def bilinear_corners(xy: np.ndarray, shape: tuple[int, int]):
     """The 4 corner cells of map positions (..., 2): flat indices (..., 4), weights (..., 4), inside mask (..., 4)."""
     h, w = shape

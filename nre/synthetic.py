@@ -99,3 +99,58 @@ def make_problem(
     fscale = np.array([fshape[1] / W, fshape[0] / H])
     fine_peak = np.where(inlier[:, None], xy + rng.normal(0, noise_px * 0.3, (n, 2)), peak)
     return SyntheticProblem(cam, pose, X, inlier, coarse, xy, peak, fscale, fshape, fine_peak)
+
+
+class SyntheticFeatures:
+    """A ``FeatureAccess`` (nre.problem) with synthetic descriptors whose correspondence maps peak at known places.
+
+    Each point n gets a random unit descriptor d_n; the target map of a level is the sum of small Gaussian blobs
+    (radius ``radius`` cells, support 7 x 7 cells) carrying d_n at the point's peak on that level (``fine_peak_xy``
+    at every level, so outliers peak at their decoys). Source descriptors are beta * d_n, so a map's logits are
+    beta at its own peak and about beta * N(0, overlapping blobs / D) elsewhere. Used to test the estimators'
+    descriptor paths (local fine windows, single-level dense maps) end to end."""
+
+    def __init__(
+        self,
+        prob: SyntheticProblem,
+        strides: dict[str, int] | None = None,
+        dim: int = 128,
+        beta: float = 20.0,
+        radius: float = 0.6,
+        seed: int = 0,
+    ):
+        import torch
+
+        strides = strides or {"coarse": 16, "fine": 2}
+        rng = np.random.default_rng(seed)
+        d = rng.normal(size=(prob.points3d.shape[0], dim))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        W, H = prob.camera.width, prob.camera.height
+        self.levels = tuple(strides)
+        self._src, self._map, self._scale = {}, {}, {}
+        for level, stride in strides.items():
+            h, w = int(round(H / stride)), int(round(W / stride))
+            scale = np.array([w / W, h / H])
+            c = img_to_map(prob.fine_peak_xy, scale)
+            base = np.round(c).astype(np.int64)
+            oy, ox = np.mgrid[-3:4, -3:4]
+            X = base[:, 0, None, None] + ox
+            Y = base[:, 1, None, None] + oy
+            g = np.exp(-((X - c[:, 0, None, None]) ** 2 + (Y - c[:, 1, None, None]) ** 2) / (2 * radius**2))
+            ok = (X >= 0) & (X < w) & (Y >= 0) & (Y < h)
+            n_idx = np.broadcast_to(np.arange(len(c))[:, None, None], X.shape)[ok]
+            flat = torch.as_tensor((Y * w + X)[ok])
+            contrib = torch.as_tensor(d[n_idx] * g[ok][:, None], dtype=torch.float32)  # (M, D)
+            tgt = torch.zeros(h * w, dim).index_add_(0, flat, contrib)
+            self._map[level] = tgt.T.reshape(dim, h, w).contiguous()
+            self._src[level] = torch.as_tensor(beta * d, dtype=torch.float32)
+            self._scale[level] = scale
+
+    def source_descriptors(self, level: str):
+        return self._src[level]
+
+    def target_map(self, level: str):
+        return self._map[level]
+
+    def target_scale(self, level: str) -> np.ndarray:
+        return self._scale[level]

@@ -77,3 +77,62 @@ def test_sparse_roundtrip_subset_and_arrays():
 def test_inconsistent_sparse_maps_rejected():
     with pytest.raises(ValueError, match="inconsistent"):
         SparseLossMaps((2, 2), [0, 3], [0, 1], [0.1, 0.2], 1.0)
+
+
+def test_sparse_argmin_and_entropy():
+    from nre.maps import sparse_argmin, sparse_entropy
+
+    rng = np.random.default_rng(2)
+    logp = np.log(rng.dirichlet(np.full(20, 0.3), size=5)).reshape(5, 4, 5)
+    logp[4] = -1e4
+    logp[4, 2, 3] = 0.0  # a one-cell map: loss exactly 0, kept and found
+    m = sparse_from_logprob(logp, (1, 1))
+    cells, mins = sparse_argmin(m)
+    flat = (-logp).reshape(5, -1).argmin(1)
+    np.testing.assert_array_equal(cells[:, 0], flat % 5)
+    np.testing.assert_array_equal(cells[:, 1], flat // 5)
+    np.testing.assert_allclose(mins, (-logp).reshape(5, -1).min(1), rtol=1e-6)
+    assert mins[4] == 0.0 and tuple(cells[4]) == (3, 2)
+    # entropy from the stored cells: a lower bound of the exact one, exact for the one-cell map
+    p = np.exp(logp.reshape(5, -1))
+    exact = -(p * np.where(p > 0, np.log(np.maximum(p, 1e-300)), 0)).sum(1)
+    ent = sparse_entropy(m)
+    assert (ent <= exact + 1e-6).all() and ent[4] == 0.0
+    # an empty map: no argmin, minimum at the truncation level
+    empty = m.subset(np.array([0]))
+    empty = SparseLossMaps(empty.shape, [0, 0], [], [], empty.trunc)
+    c, mn = sparse_argmin(empty)
+    assert np.isnan(c).all() and mn[0] == empty.trunc
+
+
+def test_dense_maps_cell_cap_and_stats_only():
+    rng = np.random.default_rng(3)
+    src = torch.as_tensor(rng.normal(size=(9, 4)), dtype=torch.float32)
+    tgt = torch.as_tensor(rng.normal(size=(4, 6, 6)) * 0.1, dtype=torch.float32)
+    full, st = dense_maps(src, tgt)
+    capped, _ = dense_maps(src, tgt, max_cells_per_point=5)
+    assert (capped.counts <= 5).all() and (capped.counts <= full.counts).all()
+    none, st2 = dense_maps(src, tgt, sparse=False)
+    assert none is None
+    np.testing.assert_array_equal(st.argmax_xy, st2.argmax_xy)
+
+
+def test_sparse_lookup_equals_dense_lookup():
+    from nre.maps import sparse_lookup
+
+    rng = np.random.default_rng(4)
+    logp = np.log(rng.dirichlet(np.full(30, 0.2), size=40)).reshape(40, 5, 6)
+    m = sparse_from_logprob(logp, (1, 1))
+    xy = np.c_[rng.uniform(-1.5, 6.5, 40), rng.uniform(-1.5, 5.5, 40)]  # includes the band and outside
+    valid = rng.random(40) > 0.2
+    ref = lookup_dense(m.to_dense(), np.arange(40), xy, valid, m.trunc)
+    np.testing.assert_allclose(sparse_lookup(m, xy, valid), ref, rtol=1e-6)
+    # cells stored out of order within a point give the same answer
+    perm = m.subset(np.arange(40))
+    for n in range(40):
+        s, e = perm.offsets[n], perm.offsets[n + 1]
+        perm.cells[s:e] = perm.cells[s:e][::-1].copy()
+        perm.values[s:e] = perm.values[s:e][::-1].copy()
+    np.testing.assert_allclose(sparse_lookup(perm, xy, valid), ref, rtol=1e-6)
+    empty = SparseLossMaps((5, 6), np.zeros(3, int), [], [], 2.0)
+    np.testing.assert_array_equal(sparse_lookup(empty, xy[:2]), [2.0, 2.0])

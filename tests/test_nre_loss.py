@@ -67,7 +67,36 @@ def test_gradcheck_pose_and_descriptors():
         return pose_nre(X, omega, t, R0, K, logc, (h, w), (w / 64, h / 48), s=1.0)
 
     assert torch.isfinite(f(omega, t, src, tgt))
-    assert torch.autograd.gradcheck(f, (omega, t, src, tgt), eps=1e-6, atol=1e-5)
+    # the pose exactly (6 inputs); the descriptors (808 inputs) by gradcheck's random-projection fast mode
+    assert torch.autograd.gradcheck(lambda o, tt: f(o, tt, src.detach(), tgt.detach()), (omega, t), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda a, b: f(omega.detach(), t.detach(), a, b), (src, tgt), eps=1e-6, atol=1e-5, fast_mode=True
+    )
+    # the robust form (Eq. 5) is differentiable too where no corner sits at the truncation kink
+    g = torch.autograd.grad(pose_nre(X, omega, t, R0, K, torch.log_softmax(src @ tgt, -1), (h, w), (0.25, 0.25)), t)
+    assert torch.isfinite(g[0]).all()
+
+
+def test_nre_cross_entropy_for_feature_learning():
+    """Eq. 10's per-point loss: (N, h, w) or (N, h*w) log-maps, invalid points +inf, gradient w.r.t. the maps."""
+    rng = np.random.default_rng(3)
+    h, w = 5, 6
+    logits = torch.tensor(rng.normal(size=(4, h, w)), requires_grad=True)
+    logc = torch.log_softmax(logits.reshape(4, -1), -1)
+    xy = torch.tensor([[1.25, 2.5], [0.0, 0.0], [4.9, 3.1], [2.0, 2.0]], dtype=torch.float64)
+    valid = torch.tensor([True, True, True, False])
+    a = nre_cross_entropy(logc.reshape(4, h, w), xy, valid)
+    b = nre_cross_entropy(logc, xy, valid, shape=(h, w))
+    torch.testing.assert_close(a, b)
+    assert torch.isinf(a[3]) and torch.isfinite(a[:3]).all()
+    # at a cell centre it is exactly -ln C at that cell
+    assert abs(a[1].item() + logc[1, 0].item()) < 1e-12
+    a[:3].sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert torch.autograd.gradcheck(
+        lambda z: nre_cross_entropy(torch.log_softmax(z, -1), xy[:3], shape=(h, w)),
+        (torch.tensor(rng.normal(size=(3, h * w)), requires_grad=True),),
+    )
 
 
 def test_bilinear_weights_sum_to_one():
