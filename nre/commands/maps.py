@@ -1,4 +1,11 @@
-"""``nre maps``: compute each pair's cached maps (coarse sparse loss maps, dense-level argmax matches, stats)."""
+"""``nre maps``: compute each pair's cached maps (coarse sparse loss maps, dense-level argmax matches, stats).
+
+One ``<pair_id>.npz`` per pair in ``--out-dir`` (format: ``nre.cache``). A pair whose cache exists with the same
+layout version, backend options, point cap and seed is skipped, so a rerun computes only what is new. A failing
+pair is recorded in the manifest (status ``failed`` and the error) and never stops the run.
+Manifest columns: pair_id, path, status (ok / failed), error, seconds, cached (reused an existing file), n_points,
+bytes.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from pathlib import Path
 
 HELP = "compute the per-pair map caches shared by every estimator"
 log = logging.getLogger("nre.maps")
+MANIFEST_COLUMNS = ["pair_id", "path", "status", "error", "seconds", "cached", "n_points", "bytes"]
 
 
 def add_arguments(p):
@@ -23,6 +31,8 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--manifest", default=None, help="CSV: one row per pair (status, error, seconds)")
+    p.add_argument("--force", action="store_true", help="recompute even when a current cache exists")
+    p.add_argument("--export-h5", default=None, help="also write matches and coarse maps of the chunk to this HDF5")
 
 
 def run(args) -> int:
@@ -36,32 +46,66 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    backend = get_backend(args.features, **json.loads(args.features_options))
-    table = select_chunk(pd.read_csv(args.pairs), args.chunk)
+    try:
+        options = json.loads(args.features_options)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--features-options is not valid JSON: {e}") from e
+    backend = get_backend(args.features, **options)
+    table = pd.read_csv(args.pairs)
+    if "pair_id" not in table.columns:
+        raise SystemExit(f"{args.pairs}: no pair_id column (columns: {list(table.columns)})")
+    table = select_chunk(table, args.chunk)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, exports = [], []
+    t_start = time.perf_counter()
     for i, (_, row) in enumerate(table.iterrows()):
         t0 = time.perf_counter()
-        path = out / f"{row['pair_id']}.npz"
-        status, err = "ok", ""
+        pid = str(row["pair_id"])
+        path = out / f"{pid}.npz"
+        rec = {"pair_id": pid, "path": str(path), "status": "ok", "error": "", "cached": False, "n_points": 0}
         try:
-            if cache.is_current(path, row["pair_id"], backend):
-                status = "cached"
+            current = not args.force and cache.is_current(path, pid, backend, args.max_points, args.seed)
+            if current and not args.export_h5:
+                rec["cached"] = True
+                rec["n_points"] = len(cache.read_fields(path, ["point_index"])["point_index"])
             else:
-                pair = load_pair(args.root, row).capped(args.max_points, args.seed)
-                arrays, _ = cache.compute_pair_cache(pair, backend)
-                cache.save(path, arrays)
+                pair = load_pair(args.root, row)
+                if current:
+                    arrays = cache.load(path)
+                    rec["cached"] = True
+                else:
+                    arrays = cache.compute_pair_cache(pair, backend, args.max_points, args.seed)
+                    cache.save(path, arrays)
+                rec["n_points"] = int(len(arrays["point_index"]))
+                if args.export_h5:
+                    exports.append((pair.capped(args.max_points, args.seed), arrays))
+            rec["bytes"] = path.stat().st_size
         except Exception as e:  # one failing pair never kills the run
-            status, err = "failed", f"{type(e).__name__}: {e}"
-            log.warning("pair %s failed: %s\n%s", row["pair_id"], err, traceback.format_exc(limit=3))
-        dt = time.perf_counter() - t0
-        rows.append({"pair_id": row["pair_id"], "path": str(path), "status": status, "error": err, "seconds": dt})
+            rec.update(status="failed", error=f"{type(e).__name__}: {e}", bytes=0)
+            log.warning("pair %s failed: %s\n%s", pid, rec["error"], traceback.format_exc(limit=3))
+        rec["seconds"] = time.perf_counter() - t0
+        rows.append(rec)
         if (i + 1) % 10 == 0 or i + 1 == len(table):
-            log.info("maps %d/%d (%s)", i + 1, len(table), args.chunk or "all")
+            n_failed = sum(r["status"] == "failed" for r in rows)
+            n_cached = sum(r["cached"] for r in rows)
+            log.info(
+                "maps %s: %d/%d pairs (%d reused, %d failed), %.1f s",
+                args.chunk or "all",
+                i + 1,
+                len(table),
+                n_cached,
+                n_failed,
+                time.perf_counter() - t_start,
+            )
+    if args.export_h5 and exports:
+        from nre.export import export_h5
+
+        export_h5(args.export_h5, exports)
     if args.manifest:
         Path(args.manifest).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows, columns=["pair_id", "path", "status", "error", "seconds"]).to_csv(args.manifest, index=False)
+        pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(args.manifest, index=False)
     failed = sum(r["status"] == "failed" for r in rows)
-    print(f"{len(rows)} pairs, {failed} failed")
+    reused = sum(r["cached"] for r in rows)
+    print(f"{len(rows)} pairs: {len(rows) - failed - reused} computed, {reused} reused, {failed} failed")
     return 0

@@ -1,8 +1,11 @@
-"""``PairFeatures``: lazy descriptor access for one pair (implements nre.problem.FeatureAccess).
+"""``PairFeatures``: lazy descriptor access for one pair (implements ``nre.problem.FeatureAccess``).
 
-Target descriptor maps and the source descriptors of the query points are extracted on first use and kept. The
-backend's softmax temperature is folded into the source descriptors (divided by it), so that every dot product
-``source . target`` is directly a logit of the correspondence map.
+The target image's descriptor maps (all levels in one extraction) and the source descriptors of the query points
+are computed on first use and kept. Source descriptors are sampled bilinearly (``DenseFeatures.sample``) at the
+points' projections with the source camera and pose. The backend's softmax temperature is folded into the source
+descriptors (divided by it), so every dot product ``source . target`` is directly a logit of the correspondence
+map: pass ``temperature=1`` to ``nre.maps.dense_maps``. ``raw_source_descriptors`` gives them before the
+temperature (FPR compares descriptors, not logits).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import numpy as np
 import torch
 
 from nre.features.base import DenseFeatures, FeatureBackend
-from nre.pair import PairData, read_image
+from nre.features.images import load_image
+from nre.pair import PairData
 
 
 class PairFeatures:
@@ -22,6 +26,7 @@ class PairFeatures:
         self._tgt: dict[str, DenseFeatures] = {}
         self._src: dict[str, torch.Tensor] = {}
         self._src_maps: dict[str, DenseFeatures] = {}
+        self._src_xy: tuple[np.ndarray, np.ndarray] | None = None
 
     def _extract(self, side: str, level: str) -> DenseFeatures:
         cache = self._tgt if side == "target" else self._src_maps
@@ -29,25 +34,30 @@ class PairFeatures:
             if level not in self.levels:
                 raise KeyError(f"backend {self.backend.name!r} has no level {level!r} (has {self.levels})")
             path = self.pair.target_image if side == "target" else self.pair.source_image
-            img = read_image(path)
+            img = load_image(path)
             cam = self.pair.target_camera if side == "target" else self.pair.source_camera
             if (img.shape[1], img.shape[0]) != cam.size:
                 raise ValueError(
                     f"{path}: image is {img.shape[1]}x{img.shape[0]} but its camera says {cam.width}x{cam.height}"
                 )
-            missing = [lv for lv in self.levels if lv not in cache]
-            cache.update(self.backend.extract(img, tuple(missing)))
+            missing = tuple(lv for lv in self.levels if lv not in cache)
+            cache.update(self.backend.extract(img, missing))
         return cache[level]
 
     def source_points_xy(self) -> tuple[np.ndarray, np.ndarray]:
-        """Projections of the query points in the source image and a mask of those in front and inside."""
-        cam, pose = self.pair.source_camera, self.pair.source_pose
-        uv, valid = cam.project(self.pair.points3d, pose)
-        return uv, valid & cam.in_image(uv)
+        """(N, 2) projections of the query points in the source image, and a mask of those in front and inside
+        (the others get the descriptor of the nearest border position)."""
+        if self._src_xy is None:
+            cam, pose = self.pair.source_camera, self.pair.source_pose
+            uv, valid = cam.project(self.pair.points3d, pose)
+            self._src_xy = (uv, valid & cam.in_image(uv))
+        return self._src_xy
 
     def source_descriptors(self, level: str) -> torch.Tensor:
+        """(N, D) source descriptors divided by the temperature (dot products with target maps are logits)."""
         if level not in self._src:
             uv, _ = self.source_points_xy()
+            uv = np.nan_to_num(uv, nan=0.0, posinf=0.0, neginf=0.0)
             d = self._extract("source", level).sample(uv)
             self._src[level] = d / float(self.backend.temperature)
         return self._src[level]
@@ -64,3 +74,10 @@ class PairFeatures:
 
     def target_scale(self, level: str) -> np.ndarray:
         return self._extract("target", level).scale
+
+    def release_source_maps(self) -> None:
+        """Drop the source descriptor maps once the query descriptors are sampled (memory)."""
+        for lv in self.levels:
+            if lv not in self._src:
+                self.source_descriptors(lv)
+        self._src_maps.clear()

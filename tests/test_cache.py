@@ -1,0 +1,215 @@
+"""The per-pair map cache, PairFeatures, `nre maps` and the HDF5 export."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nre import cache
+from nre.cli import main
+from nre.features import get_backend
+from nre.features.access import PairFeatures
+from nre.geometry import img_to_map, map_to_img
+from nre.maps import correspondence_logits, log_omega
+from nre.pair import PairData
+
+SAMPLE = Path(__file__).parent / "data" / "sample_pair" / "pair.npz"
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return PairData.load_npz(SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend("dsift")
+
+
+@pytest.fixture(scope="module")
+def arrays(pair, backend):
+    return cache.compute_pair_cache(pair, backend, 400, 3)
+
+
+def test_cache_contents_against_brute_force(pair, backend, arrays):
+    """Coarse sparse maps and dense-level argmax equal full dense maps computed independently (raw descriptors,
+    temperature applied in the softmax), and the argmax is in target image pixels."""
+    capped = pair.capped(400, 3)
+    assert len(arrays["point_index"]) == 400 and np.all(np.diff(arrays["point_index"]) > 0)
+    np.testing.assert_allclose(pair.points3d[arrays["point_index"]], capped.points3d)
+    f = PairFeatures(backend, capped)
+    for lv in ("coarse", "fine"):
+        raw = f._extract("source", lv).sample(f.source_points_xy()[0])
+        np.testing.assert_allclose(f.source_descriptors(lv).numpy(), raw.numpy() / backend.temperature, rtol=1e-5)
+    tc, td = f.target_features("coarse"), f.target_features("fine")
+    T = backend.temperature
+    logp = correspondence_logits(f.raw_source_descriptors("coarse"), tc.desc, T).numpy()
+    dense_loss = np.minimum(-logp, log_omega(*tc.desc.shape[1:]))
+    prob = cache.problem_from_arrays(capped, arrays, 0)
+    cm = prob.coarse_maps
+    assert cm.shape == tuple(tc.desc.shape[1:]) and cm.trunc == pytest.approx(log_omega(*cm.shape))
+    np.testing.assert_allclose(cm.to_dense().reshape(400, -1), dense_loss, atol=5e-3, rtol=2e-3)  # float16 values
+    am = logp.argmax(1)
+    np.testing.assert_array_equal(prob.coarse_stats.argmax_xy, np.c_[am % cm.shape[1], am // cm.shape[1]])
+    logp_f = correspondence_logits(f.raw_source_descriptors("fine"), td.desc, T)
+    mx, amf = logp_f.max(1)
+    w = td.desc.shape[2]
+    xy = map_to_img(np.c_[amf.numpy() % w, amf.numpy() // w], td.scale)
+    np.testing.assert_allclose(prob.matches.xy, xy, atol=1e-3)
+    np.testing.assert_allclose(prob.matches.score, mx.exp().numpy(), rtol=1e-4)
+    ent = -(logp_f.exp() * logp_f).sum(1).numpy()
+    np.testing.assert_allclose(prob.matches.entropy, ent, rtol=1e-3, atol=1e-4)
+
+
+def test_cached_matches_find_the_true_projections(pair, arrays):
+    """Independent truth: the ground-truth projections in the target. Measured on the sample pair: ~80% of the
+    visible points have their dense-level argmax within 8 px, ~70% of coarse argmaxes within one coarse cell."""
+    capped = pair.capped(400, 3)
+    cam = capped.target_camera
+    uv, ok = cam.project(capped.points3d, capped.target_pose)
+    ok &= cam.in_image(uv)
+    err = np.linalg.norm(arrays["match_xy"][ok] - uv[ok], axis=1)
+    assert np.mean(err < 8) > 0.6, np.mean(err < 8)
+    cell = img_to_map(uv[ok], arrays["coarse_scale"])
+    cerr = np.abs(arrays["coarse_argmax"][ok] - cell).max(1)
+    assert np.mean(cerr <= 1.0) > 0.5, np.mean(cerr <= 1.0)
+
+
+def test_save_load_roundtrip_and_identity_checks(pair, backend, arrays, tmp_path):
+    p = cache.save(tmp_path / "x.npz", arrays)
+    capped = pair.capped(400, 3)
+    prob = cache.load_problem(capped, p, seed=7, backend=backend)
+    assert prob.seed == 7 and prob.n == 400 and prob.features is not None
+    assert prob.features._tgt == {}  # lazily: no descriptor computed until an estimator asks
+    np.testing.assert_allclose(prob.matches.xy, arrays["match_xy"])
+    assert cache.is_current(p, pair.pair_id, backend, 400, 3)
+    assert not cache.is_current(p, pair.pair_id, backend, 500, 3)
+    assert not cache.is_current(p, pair.pair_id, backend, 400, 4)
+    assert not cache.is_current(p, pair.pair_id, get_backend("dsift", temperature=0.03), 400, 3)
+    assert not cache.is_current(p, "other", backend, 400, 3)
+    assert not cache.is_current(tmp_path / "missing.npz", pair.pair_id, backend)
+    with pytest.raises(cache.CacheError, match="differ from the pair's"):
+        cache.load_problem(pair.capped(300, 3), p, 0)
+    with pytest.raises(cache.CacheError, match="not other"):
+        cache.load_problem(PairData(**{**capped.__dict__, "pair_id": "other"}), p, 0)
+    with pytest.raises(cache.CacheError, match="cache made with"):
+        cache.load_problem(capped, p, 0, get_backend("dsift", fine_stride=8))
+    cache.save(tmp_path / "old.npz", {**arrays, "version": np.array(1)})
+    with pytest.raises(cache.CacheError, match="recompute"):
+        cache.load(tmp_path / "old.npz")
+    assert not cache.is_current(tmp_path / "old.npz", pair.pair_id, backend, 400, 3)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(cache.CacheError, match="unreadable"):
+        cache.load(tmp_path / "bad.npz")
+    with pytest.raises(cache.CacheError, match="no map cache"):
+        cache.load(tmp_path / "none.npz")
+
+
+def test_build_problem_signatures(pair, backend):
+    small = pair.capped(150, 0)
+    a = cache.build_problem(pair, backend, 150, 0)
+    b = cache.build_problem(small, backend, 0)  # the older (pair, backend, seed) form
+    assert a.n == b.n == 150 and a.features is not None
+    np.testing.assert_array_equal(a.matches.xy, b.matches.xy)
+    assert a.features._tgt  # descriptors kept for the estimators
+
+
+def test_cache_size_at_1000_points_on_640x480(pair, backend, tmp_path):
+    """At most 2 MB per pair at 1000 points: the sample pair upscaled to 640 x 480 (images and cameras)."""
+    import cv2
+
+    from nre.features.images import load_image, resize_with_camera
+
+    big = {}
+    for side in ("source", "target"):
+        img, cam, _ = resize_with_camera(
+            load_image(getattr(pair, f"{side}_image")), getattr(pair, f"{side}_camera"), size=(640, 480)
+        )
+        cv2.imwrite(str(tmp_path / f"{side}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        big[side] = cam
+    p2 = PairData(
+        pair.pair_id,
+        tmp_path / "source.png",
+        tmp_path / "target.png",
+        pair.points3d,
+        big["source"],
+        big["target"],
+        pair.source_pose,
+        pair.target_pose,
+    )
+    arrays = cache.compute_pair_cache(p2, backend, 1000, 0)
+    assert tuple(arrays["coarse_shape"]) == (30, 40) and tuple(arrays["dense_shape"]) == (120, 160)
+    size = cache.save(tmp_path / "big.npz", arrays).stat().st_size
+    assert size < 2e6, size
+
+
+MD_TINY = Path(__file__).parent / "data" / "megadepth_tiny"
+
+
+def test_nre_maps_command(tmp_path):
+    """Two pairs and a broken row: the broken one is recorded as failed, the others cached; a rerun reuses them;
+    another --max-points recomputes; the HDF5 export reads back. Data: the committed MegaDepth-layout tiny root."""
+    from nre.data.pairs import load_pair, sample_pairs
+    from nre.export import read_pair
+
+    df = sample_pairs(MD_TINY, ["0016"], 3, "test", min_covisible=20, seed=0).head(2)
+    bad = df.iloc[:1].copy()
+    bad["pair_id"], bad["target"] = "0016__bad", "missing.jpg"
+    table = pd.concat([df, bad])
+    table.to_csv(tmp_path / "pairs.csv", index=False)
+    out, man = tmp_path / "maps", tmp_path / "manifest.csv"
+    args = [
+        "maps",
+        "--pairs",
+        str(tmp_path / "pairs.csv"),
+        "--root",
+        str(MD_TINY),
+        "--out-dir",
+        str(out),
+        "--max-points",
+        "40",
+        "--seed",
+        "1",
+        "--manifest",
+        str(man),
+    ]
+    assert main(args + ["--export-h5", str(tmp_path / "m.h5")]) == 0
+    m = pd.read_csv(man)
+    assert list(m["status"]) == ["ok", "ok", "failed"] and "missing.jpg" in m["error"].iloc[2]
+    assert not m["cached"].any() and (m["bytes"].iloc[:2] > 0).all()
+    mtimes = [Path(p).stat().st_mtime_ns for p in m["path"].iloc[:2]]
+    assert main(args) == 0
+    m2 = pd.read_csv(man)
+    assert list(m2["cached"]) == [True, True, False]
+    assert [Path(p).stat().st_mtime_ns for p in m2["path"].iloc[:2]] == mtimes
+    row = df.iloc[1]
+    pair = load_pair(MD_TINY, row).capped(40, 1)
+    prob = cache.load_problem(pair, out / f"{row['pair_id']}.npz", 0)
+    h5 = read_pair(tmp_path / "m.h5", row["pair_id"])
+    np.testing.assert_allclose(h5["points3d"], pair.points3d)
+    np.testing.assert_allclose(h5["match_xy"], prob.matches.xy, atol=1e-4)
+    np.testing.assert_array_equal(h5["coarse_maps"].cells, prob.coarse_maps.cells)
+    assert json.loads(str(np.load(out / f"{row['pair_id']}.npz")["backend_options"]))["name"] == "dsift"
+    args[args.index("40")] = "30"
+    assert main(args + ["--chunk", "1/3"]) == 0  # another cap: recomputed
+    m3 = pd.read_csv(man)
+    assert len(m3) == 1 and not m3["cached"].iloc[0] and m3["n_points"].iloc[0] == 30
+
+
+def test_features_are_lazy_and_temperature_folded(pair):
+    be = get_backend("dsift", temperature=0.5)
+    f = PairFeatures(be, pair.capped(50, 0))
+    assert f._tgt == {} and f._src_maps == {}
+    d = f.source_descriptors("fine")
+    assert f._tgt == {} and set(f._src_maps) == {"coarse", "fine"}
+    raw = f._src_maps["fine"].sample(f.source_points_xy()[0])
+    np.testing.assert_allclose(d.numpy(), raw.numpy() / 0.5, rtol=1e-6)
+    np.testing.assert_allclose(f.raw_source_descriptors("fine").numpy(), raw.numpy(), rtol=1e-6)
+    assert float(torch.linalg.norm(d, dim=1).max()) <= 2.0 + 1e-5  # interpolated unit descriptors / 0.5
+    f.release_source_maps()
+    assert f._src_maps == {} and set(f._src) == {"coarse", "fine"}
+    with pytest.raises(KeyError, match="no level"):
+        f.target_map("medium")
