@@ -1,5 +1,5 @@
-# The NRE benchmark workflow: scenes -> pairs -> maps -> estimates -> tables, figures, report.
-# Rules are thin: each calls one `nre` subcommand. Resources live in workflow/profiles/.
+# The NRE benchmark workflow: scenes -> pairs -> maps -> estimates -> evaluate -> select -> tables, figures, report.
+# Rules are thin: each calls one `nre` subcommand. Resources live in workflow/profiles/, never in the config.
 from snakemake.utils import validate
 
 
@@ -21,7 +21,9 @@ include: "workflow/rules/evaluate.smk"
 
 
 rule all:
+    """Every table, figure and the HTML report (and the regression check when `regress: true`). `train` and the
+    reference update are separate targets."""
     input:
-        f"{OUT}/eval/table1_paper.md",
+        f"{EVAL}/table1_paper.md",
         f"{OUT}/report.html",
         f"{OUT}/regress.txt" if config.get("regress", False) else [],

@@ -13,10 +13,12 @@ SECTIONS = [
     ("Table 1: estimators on the same maps (paper protocol: best setting on test)", "table1_paper"),
     ("Table 1, fair protocol (setting chosen on the tuning split)", "table1_fair"),
     ("Table 2: coarse-to-fine NRE per feature backend", "table2"),
-    ("Table 3: time and memory per stage (a job running alone)", "table3"),
+    ("Table 3: time and memory per stage and per estimator (jobs running alone)", "table3"),
     ("Median errors, AUC and run time", "summary"),
-    ("Hyperparameter selection", "selection"),
+    ("Hyperparameter selection (both protocols)", "selection"),
+    ("Errors against the SfM ground truth vs the renderer's truth", "truth_comparison"),
     ("Failure reasons", "failure_reasons"),
+    ("NRE cost at truth vs estimate: optimiser vs objective failures among wrong estimates", "cost_summary"),
     ("Inlier ratio of the argmax matches (oracle radius) per category", "inlier_ratios"),
 ]
 FIGURES = [
@@ -25,6 +27,7 @@ FIGURES = [
     ("All estimators, medium", "fig5_estimators_medium"),
     ("All estimators, easy", "fig5_estimators_easy"),
     ("Hyperparameter sweeps", "sweeps"),
+    ("Inlier ratio of the argmax matches per pair", "inlier_ratios"),
 ]
 
 
@@ -47,6 +50,7 @@ def build(eval_dir, pairs_csv, title: str, out) -> None:
         "<p>Failure rates are the fraction of pairs whose error is above each threshold (lower is better); "
         "a failed estimate counts as an infinite error.</p>"
     )
+    thr_file = ev / "thresholds.json"
     for name, stem in SECTIONS:
         f = ev / f"{stem}.csv"
         if f.exists():
@@ -54,6 +58,10 @@ def build(eval_dir, pairs_csv, title: str, out) -> None:
                 df = pd.read_csv(f)
             except pd.errors.EmptyDataError:
                 df = pd.DataFrame()
+            if stem.startswith("table1") and thr_file.exists() and len(df):
+                from nre.tables import table1_display
+
+                df = table1_display(df, json.loads(thr_file.read_text()))
             parts.append(
                 f"<h2>{html.escape(name)}</h2>"
                 + df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a")
@@ -62,6 +70,9 @@ def build(eval_dir, pairs_csv, title: str, out) -> None:
         f = ev / f"{stem}.png"
         if f.exists():
             parts.append(f"<h2>{html.escape(name)}</h2>{_img(f)}")
+    pics = sorted(ev.glob("fig4_maps_*.png"))
+    if pics:
+        parts.append("<h2>Fig. 4-style correspondence maps of sample test pairs</h2>" + "".join(_img(p) for p in pics))
     style = (
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
         "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style>"

@@ -2,6 +2,7 @@
 MegaDepth-format scenes, chunking invariance, and the quick regression check against results/quick."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,85 @@ def test_real_data_path_and_chunking_invariance(tmp_path):
     m = pd.read_parquet(tmp_path / "missing.parquet")
     assert len(m) == len(a) and (~m["success"]).sum() == 2
     assert m.loc[~m["success"], "failure_reason"].str.contains("no map cache").all()
+
+
+def _tiny_config(tmp_path, name, out, chunks, estimators):
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
+    cfg.update(
+        name="tiny",
+        out=str(out),
+        data=json.loads(MD_DATA),
+        pairs={"n_test": 6, "n_tuning": 3, "min_covisible": 20, "distance": "rotation"},
+        max_points=150,
+        chunks=chunks,
+        estimators=estimators,
+        timing={"enabled": False},
+        figures={"map_pictures": 0},
+        selection={"metric": "mean_failure", "bootstrap": 20},
+    )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _job_counts(stdout: str) -> dict:
+    stats = stdout.split("Job stats:")[-1].split("total")[0]
+    return {
+        ln.split()[0]: int(ln.split()[1])
+        for ln in stats.splitlines()
+        if len(ln.split()) == 2 and ln.split()[1].isdigit()
+    }
+
+
+@pytest.mark.slow
+def test_tiny_workflow_restart_nothing_to_do_new_estimator_and_invariance(tmp_path):
+    """A real tiny run on the committed MegaDepth-format scenes: killed midway and restarted without redoing
+    finished jobs; then nothing to do; adding an estimator runs only its jobs; a run with another chunk size and
+    --cores gives identical tables."""
+    import signal
+    import time
+
+    est = {"lo_ransac_poselib": {"grid": {"threshold": [4, 8]}}}
+    out = tmp_path / "a"
+    cfg = _tiny_config(tmp_path, "a", out, 2, est)
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", cfg]
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = out / "maps" / "dsift" / "manifest0.csv"
+    t0 = time.time()
+    while not (out / "rows").exists() and p.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.2)  # an estimate job has started: both maps jobs are complete
+    os.killpg(p.pid, signal.SIGTERM)
+    p.wait(timeout=60)
+    assert first.exists()
+    mtime = first.stat().st_mtime_ns
+    snakemake("--cores", "2", "--configfile", cfg, "--rerun-incomplete")
+    assert first.stat().st_mtime_ns == mtime  # the finished maps job was not redone
+    assert (out / "report.html").exists() and (out / "eval" / "table1_paper.tex").exists()
+    p = snakemake("-n", "--configfile", cfg)
+    assert "Nothing to be done" in p.stdout + p.stderr
+    # adding an estimator: only its jobs (2 chunks) and what depends on all rows
+    cfg_b = _tiny_config(tmp_path, "b", out, 2, {**est, "magsac_pp": {"grid": {"threshold": [4]}}})
+    jobs = _job_counts(snakemake("-n", "--configfile", cfg_b).stdout)
+    assert jobs.pop("estimate") == 2
+    assert set(jobs) == {"evaluate", "select", "tables", "report_html", "all"}
+    # changing one estimator's sweep reruns only that estimator's jobs
+    cfg_c = _tiny_config(tmp_path, "c", out, 2, {**est, "lo_ransac_poselib": {"grid": {"threshold": [4, 6]}}})
+    jobs = _job_counts(snakemake("-n", "--configfile", cfg_c).stdout)
+    assert jobs.get("estimate") == 2 and "maps" not in jobs and "pairs" not in jobs
+    # another chunk size and --cores: identical tables (maps computed with 1 thread instead of 2)
+    out2 = tmp_path / "d"
+    cfg_d = _tiny_config(tmp_path, "d", out2, 3, est)
+    snakemake(f"{out2}/eval/table1_paper.md", "--cores", "1", "--configfile", cfg_d)
+    assert len(list((out2 / "rows" / "dsift" / "lo_ransac_poselib").glob("chunk*.parquet"))) == 3
+    for f in ("failure_rates.csv", "table1_paper.csv", "table1_fair.csv", "selection.csv", "table1_paper.md"):
+        assert (out / "eval" / f).read_bytes() == (out2 / "eval" / f).read_bytes(), f
+    drop = ["median_runtime_s"]  # run times are measurements, everything else is identical
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "eval" / "summary.csv").drop(columns=drop),
+        pd.read_csv(out2 / "eval" / "summary.csv").drop(columns=drop),
+    )
 
 
 @pytest.mark.slow

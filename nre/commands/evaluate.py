@@ -1,66 +1,54 @@
-"""``nre evaluate``: result rows -> the paper's tables, selection, curves, sweep plots and diagnostics."""
+"""``nre evaluate``: result rows -> evaluated rows (with renderer-truth errors where available) and failure rates;
+``nre evaluate --select``: failure rates -> the selected hyperparameters under both protocols."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-HELP = "compute the tables, figures and diagnostics from result rows"
+HELP = "evaluate result rows (failure rates per setting) or select hyperparameters (--select)"
 
 
 def add_arguments(p):
-    p.add_argument("--rows", nargs="+", required=True, help="result row files (parquet)")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--rows", nargs="+", help="result row files (parquet, from nre estimate)")
+    p.add_argument("--out-dir", required=True, help="evaluation folder (rows.parquet, failure_rates.*, selection.*)")
     p.add_argument("--thresholds", default=None, help='JSON {"rotation_deg": [...], "translation": [...]}')
-    p.add_argument("--table1-features", default=None, help="backend of Table 1 (default: the first one found)")
-    p.add_argument("--reference", default="nre_single", help="Table 1 reference estimator")
-    p.add_argument("--metric", default="mean_failure")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", default=None, help="pair table: with --root, errors against the renderer truth too")
+    p.add_argument("--root", default=None, help="scene root (scenes with a truth/ model get renderer-truth errors)")
+    p.add_argument("--select", action="store_true", help="select hyperparameters from OUT_DIR/failure_rates.csv")
+    p.add_argument("--metric", default="mean_failure", help="selection metric: mean_failure or a rate column")
 
 
 def run(args) -> int:
+    import pandas as pd
+
     from nre import evaluate as E
-    from nre import figures as F
     from nre.results import read
+    from nre.tables import write_table
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.select:
+        rates = E.read_rates(out / "failure_rates.csv")
+        try:
+            sel = E.select(rates, args.metric)
+        except ValueError as e:
+            print(f"nre evaluate --select: {e}", file=sys.stderr)
+            return 2
+        write_table(sel, out / "selection")
+        print(sel[["features", "estimator", "stage", "paper", "fair"]].to_string(index=False))
+        return 0
+    if not args.rows:
+        print("nre evaluate: --rows is required (or --select)", file=sys.stderr)
+        return 2
     thr = json.loads(args.thresholds) if args.thresholds else E.DEFAULT_THRESHOLDS
     df = E.prepare(read(args.rows))
+    if args.pairs and args.root:
+        df = E.truth_errors(df, pd.read_csv(args.pairs, dtype={"pair_id": str}), args.root)
     df.to_parquet(out / "rows.parquet", index=False)
+    (out / "thresholds.json").write_text(json.dumps(thr, sort_keys=True))
     rates = E.failure_rates(df, thr)
-    E.write_table(rates, out / "failure_rates")
-    sel = E.select(rates, args.metric)
-    E.write_table(sel, out / "selection")
-    feats = args.table1_features or (sorted(df["features"].unique())[0] if len(df) else "")
-    for proto in ("paper", "fair"):
-        E.write_table(
-            E.table1(df, sel, thr, feats, args.reference, proto, args.bootstrap, args.seed), out / f"table1_{proto}"
-        )
-    E.write_table(E.table2(df, thr), out / "table2")
-    E.write_table(E.summary_stats(df, sel, thr), out / "summary")
-    E.write_table(E.failure_reasons(df), out / "failure_reasons")
-    E.write_table(E.cost_diagnostics(df), out / "cost_diagnostics")
-    E.write_table(E.inlier_ratios(df), out / "inlier_ratios")
-    # Fig. 5: coarse-to-fine ablation on hard, and one curve per estimator (selected setting)
-    test = df[df["split"] == "test"]
-    d = E.selected_rows(test, sel, "paper")
-    c2f = d[(d["estimator"] == "nre_c2f") & (d["category"] == "hard")]
-    curves = {f"{f} {F.STAGE_LABELS.get(s, s)}": g for (f, s), g in c2f.groupby(["features", "stage"], sort=False)}
-    F.cumulative_curves(curves, "Coarse-to-fine NRE ablation (hard)", out / "fig5_ablation_hard")
-    for cat in ("easy", "medium", "hard"):
-        dc = d[(d["category"] == cat) & d["stage"].isin(["", "fine_gnc"])]
-        curves = {f"{e} ({f})": g for (e, f), g in dc.groupby(["estimator", "features"])}
-        F.cumulative_curves(curves, f"All estimators ({cat})", out / f"fig5_estimators_{cat}")
-    F.sweep_plot(rates[rates["split"].isin(["test", "tuning"])], sel, args.metric, out / "sweeps")
-    print(f"wrote tables and figures to {out}")
-    print(
-        E.to_markdown(
-            E.table1(df, sel, thr, feats, args.reference, "paper", 0, args.seed).loc[
-                lambda t: t["category"] == "hard",
-                ["estimator", "params", "n"] + [c for c, _, _ in E.metric_columns(thr)],
-            ]
-        )
-    )
+    write_table(rates, out / "failure_rates")
+    print(f"{len(df)} rows, {len(rates)} rate cells -> {out}")
     return 0

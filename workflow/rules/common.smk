@@ -8,7 +8,10 @@ CHUNKS = list(range(config["chunks"]))
 NCHUNKS = config["chunks"]
 MAXPTS = config["max_points"]
 T1 = config["table1_features"]
+FIGS = config.get("figures", {})
 ENV = "../../environment.yml"
+EVAL = f"{OUT}/eval"
+SCENES = f"{ROOT}/scenes.yaml" if config["data"].get("synth") else []
 
 
 def jdump(d):
@@ -22,12 +25,13 @@ def features_options(name):
 def estimator_jobs():
     """(features, estimator) pairs: every estimator on the Table 1 backend, nre_c2f on every backend (Table 2)."""
     jobs = [(T1, e) for e in config["estimators"]]
-    if "nre_c2f" in config["estimators"]:
-        jobs += [(f, "nre_c2f") for f in config["features"] if f != T1]
+    c2f = [e for e in config["estimators"] if estimator_spec(e)["cls"] == "nre_c2f"]
+    jobs += [(f, e) for e in c2f for f in config["features"] if f != T1]
     return jobs
 
 
 def estimator_spec(name):
+    """Registered class (default: the key), grid and options of a config entry; the key labels its rows."""
     spec = config["estimators"][name] or {}
     return {"cls": spec.get("class", name), "grid": spec.get("grid"), "options": spec.get("options", {})}
 
@@ -47,6 +51,22 @@ def _scene_args():
 
 def all_rows():
     return [f"{OUT}/rows/{f}/{e}/chunk{c}.parquet" for f, e in estimator_jobs() for c in CHUNKS]
+
+
+
+def _all_cores():
+    """Every core of the run (timing jobs take them all, so they run alone); 1 when --cores is not set (--report,
+    cluster executors, where the profile's set-threads decides)."""
+    try:
+        return max(1, int(workflow.cores))
+    except Exception:
+        return 1
+
+
+ALL_CORES = _all_cores()
+TIMING = config.get("timing", {}).get("enabled", True)
+# estimators timed for Table 3 (config timing.estimators; default: every estimator), at their first setting
+TIMED = [e for e in (config.get("timing", {}).get("estimators") or config["estimators"]) if e in config["estimators"]]
 
 
 wildcard_constraints:

@@ -1,6 +1,7 @@
 if config["data"].get("synth"):
 
     rule scenes:
+        """The embedded default's scenes (MegaDepth layout, renderer truth in <scene>/truth/)."""
         output:
             f"{ROOT}/scenes.yaml",
         params:
@@ -17,7 +18,7 @@ if config["data"].get("synth"):
 
 rule pairs:
     input:
-        f"{ROOT}/scenes.yaml" if config["data"].get("synth") else [],
+        SCENES,
     output:
         table=f"{OUT}/pairs.csv",
         summary=f"{OUT}/pairs.summary.json",
@@ -35,3 +36,28 @@ rule pairs:
         "nre pairs --root {params.root} {params.scenes} --n-pairs {params.p[n_test]} --n-tuning {params.p[n_tuning]}"
         " --min-covisible {params.p[min_covisible]} --distance {params.p[distance]} --seed {params.seed}"
         " --out {output.table} > {log} 2>&1"
+
+
+rule train:
+    """Feature learning (Eq. 10) of the compact NRE networks on the training scenes of ROOT: its own target
+    (`snakemake train`), never part of `all`. Resumes from OUT/train/<level>/last.pth after an interruption.
+    The weights land in OUT/train/weights/; copy them to nre/weights/ on purpose to ship them."""
+    input:
+        SCENES,
+    output:
+        coarse=f"{OUT}/train/weights/compact_coarse.pth",
+        fine=f"{OUT}/train/weights/compact_fine.pth",
+    params:
+        cfg=config.get("train", {}).get("config", "config/train.yaml"),
+        outdir=lambda w, output: os.path.dirname(os.path.dirname(output.coarse)),
+        root=lambda w: ROOT,
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/train.log",
+    conda:
+        ENV
+    shell:
+        "nre train --config {params.cfg} --root {params.root} --out {params.outdir} --threads {threads} --resume"
+        " --export-weights {params.outdir}/weights > {log} 2>&1"

@@ -1,4 +1,6 @@
 rule estimate:
+    """One job per (features, estimator, chunk): all the estimator's sweep values in-process. The estimator's grid
+    and options are params, so changing one estimator's entry reruns only its jobs (rerun trigger `params`)."""
     input:
         pairs=f"{OUT}/pairs.csv",
         manifest=f"{OUT}/maps/{{features}}/manifest{{chunk}}.csv",
@@ -22,6 +24,6 @@ rule estimate:
     shell:
         "nre estimate --pairs {input.pairs} --root {params.root} --maps-dir {params.mapsdir}"
         " --features {wildcards.features} --features-options '{params.foptions}'"
-        " --estimator {params.cls} {params.grid} --options '{params.options}'"
+        " --estimator {params.cls} --name {wildcards.estimator} {params.grid} --options '{params.options}'"
         " --chunk {params.chunk} --max-points {params.maxpts} --seed {params.seed} --threads {threads}"
         " --out {output} > {log} 2>&1"

@@ -1,34 +1,163 @@
 rule evaluate:
+    """Result rows -> evaluated rows (renderer-truth errors too on synthetic scenes) and failure rates."""
     input:
-        all_rows(),
+        rows=all_rows(),
+        pairs=f"{OUT}/pairs.csv",
     output:
-        table1=report(f"{OUT}/eval/table1_paper.md", caption="../report/table1.rst", category="Tables"),
-        fair=f"{OUT}/eval/table1_fair.md",
-        table2=f"{OUT}/eval/table2.md",
-        rates=f"{OUT}/eval/failure_rates.csv",
-        fig5=report(f"{OUT}/eval/fig5_ablation_hard.png", caption="../report/fig5.rst", category="Figures"),
-        sweeps=report(f"{OUT}/eval/sweeps.png", caption="../report/sweeps.rst", category="Figures"),
-        rows=f"{OUT}/eval/rows.parquet",
+        rows=f"{EVAL}/rows.parquet",
+        rates=f"{EVAL}/failure_rates.csv",
+        thresholds=f"{EVAL}/thresholds.json",
     params:
-        outdir=lambda w, output: os.path.dirname(output.table1),
+        outdir=lambda w, output: os.path.dirname(output.rates),
         thr=jdump(config["thresholds"]),
-        metric=config["selection"]["metric"],
-        boot=config["selection"].get("bootstrap", 1000),
-        t1=T1,
-        seed=SEED,
+        root=lambda w: ROOT,
     log:
         f"{OUT}/logs/evaluate.log",
     conda:
         ENV
     shell:
-        "nre evaluate --rows {input} --out-dir {params.outdir} --thresholds '{params.thr}' --table1-features {params.t1}"
-        " --metric {params.metric} --bootstrap {params.boot} --seed {params.seed} > {log} 2>&1"
+        "nre evaluate --rows {input.rows} --pairs {input.pairs} --root {params.root} --out-dir {params.outdir}"
+        " --thresholds '{params.thr}' > {log} 2>&1"
+
+
+rule select:
+    """Hyperparameter selection, both protocols (paper: best on test; fair: best on tuning, applied to test)."""
+    input:
+        rates=f"{EVAL}/failure_rates.csv",
+    output:
+        report(f"{EVAL}/selection.md", caption="../report/selection.rst", category="Tables"),
+        csv=f"{EVAL}/selection.csv",
+    params:
+        outdir=lambda w, input: os.path.dirname(input.rates),
+        metric=config["selection"]["metric"],
+    log:
+        f"{OUT}/logs/select.log",
+    conda:
+        ENV
+    shell:
+        "nre evaluate --select --out-dir {params.outdir} --metric '{params.metric}' > {log} 2>&1"
+
+
+rule tables:
+    """Tables 1-2, summary, diagnostics, Fig. 5 curves, sweep plots, Fig. 4 map pictures."""
+    input:
+        SCENES,
+        rows=f"{EVAL}/rows.parquet",
+        sel=f"{EVAL}/selection.csv",
+        pairs=f"{OUT}/pairs.csv",
+    output:
+        table1=report(f"{EVAL}/table1_paper.md", caption="../report/table1.rst", category="Tables"),
+        fair=report(f"{EVAL}/table1_fair.md", caption="../report/table1_fair.rst", category="Tables"),
+        table2=report(f"{EVAL}/table2.md", caption="../report/table2.rst", category="Tables"),
+        summary=report(f"{EVAL}/summary.md", caption="../report/summary.rst", category="Tables"),
+        reasons=report(f"{EVAL}/failure_reasons.md", caption="../report/diagnostics.rst", category="Diagnostics"),
+        cost=report(f"{EVAL}/cost_summary.md", caption="../report/diagnostics.rst", category="Diagnostics"),
+        inliers=report(f"{EVAL}/inlier_ratios.png", caption="../report/diagnostics.rst", category="Diagnostics"),
+        truth=report(f"{EVAL}/truth_comparison.md", caption="../report/truth.rst", category="Diagnostics"),
+        fig5=report(f"{EVAL}/fig5_ablation_hard.png", caption="../report/fig5.rst", category="Figures"),
+        fig5_all=[
+            report(f"{EVAL}/fig5_estimators_{cat}.png", caption="../report/fig5.rst", category="Figures")
+            for cat in ("easy", "medium", "hard")
+        ],
+        sweeps=report(f"{EVAL}/sweeps.png", caption="../report/sweeps.rst", category="Figures"),
+        fig4=[
+            report(f"{EVAL}/fig4_maps_{i}.png", caption="../report/fig4.rst", category="Figures")
+            for i in range(FIGS.get("map_pictures", 3))
+        ],
+        summary_csv=f"{EVAL}/summary.csv",
+    params:
+        evaldir=lambda w, input: os.path.dirname(input.rows),
+        t1=T1,
+        foptions=features_options(T1),
+        boot=config["selection"].get("bootstrap", 1000),
+        npics=FIGS.get("map_pictures", 3),
+        root=lambda w: ROOT,
+        maxpts=MAXPTS,
+        seed=SEED,
+    log:
+        f"{OUT}/logs/tables.log",
+    conda:
+        ENV
+    shell:
+        "nre tables --eval-dir {params.evaldir} --table1-features {params.t1} --bootstrap {params.boot}"
+        " --seed {params.seed} --map-pictures {params.npics} --pairs {input.pairs} --root {params.root}"
+        " --features-options '{params.foptions}' --max-points {params.maxpts} > {log} 2>&1"
+
+
+rule timing_stages:
+    """Table 3, pipeline stages (features, maps, dense argmax, NRE initialisation / coarse / fine refinement) on a few
+    test pairs, in a job that takes every core so that no other job of this workflow runs next to it; records wall
+    and CPU time, memory and the threads used."""
+    input:
+        SCENES,
+        pairs=f"{OUT}/pairs.csv",
+    output:
+        f"{EVAL}/timing/stages.csv",
+    params:
+        root=lambda w: ROOT,
+        features=T1,
+        foptions=features_options(T1),
+        n=config.get("timing", {}).get("n_pairs", 10),
+        maxpts=MAXPTS,
+        seed=SEED,
+    threads: ALL_CORES
+    log:
+        f"{OUT}/logs/timing/stages.log",
+    conda:
+        ENV
+    shell:
+        "nre timing --pairs {input.pairs} --root {params.root} --features {params.features}"
+        " --features-options '{params.foptions}' --n-pairs {params.n} --max-points {params.maxpts}"
+        " --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule timing_estimator:
+    """Table 3, one estimator at its first setting on the same pairs and maps, alone (every core)."""
+    input:
+        SCENES,
+        pairs=f"{OUT}/pairs.csv",
+    output:
+        f"{EVAL}/timing/estimator_{{estimator}}.csv",
+    params:
+        root=lambda w: ROOT,
+        features=T1,
+        foptions=features_options(T1),
+        spec=lambda w: jdump({w.estimator: estimator_spec(w.estimator)}),
+        n=config.get("timing", {}).get("n_pairs", 10),
+        maxpts=MAXPTS,
+        seed=SEED,
+    threads: ALL_CORES
+    log:
+        f"{OUT}/logs/timing/estimator_{{estimator}}.log",
+    conda:
+        ENV
+    shell:
+        "nre timing --pairs {input.pairs} --root {params.root} --features {params.features}"
+        " --features-options '{params.foptions}' --estimators '{params.spec}' --no-stages --n-pairs {params.n}"
+        " --max-points {params.maxpts} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule table3:
+    """Table 3: the timings merged (median per stage / estimator)."""
+    input:
+        f"{EVAL}/timing/stages.csv",
+        [f"{EVAL}/timing/estimator_{e}.csv" for e in TIMED],
+    output:
+        timing=f"{EVAL}/timing.csv",
+        table3=report(f"{EVAL}/table3.md", caption="../report/table3.rst", category="Tables"),
+    log:
+        f"{OUT}/logs/table3.log",
+    conda:
+        ENV
+    shell:
+        "nre timing --merge {input} --out {output.timing} > {log} 2>&1"
 
 
 rule report_html:
+    """The self-contained HTML report of everything above."""
     input:
-        table1=f"{OUT}/eval/table1_paper.md",
-        table3=f"{OUT}/eval/table3.md",
+        table1=f"{EVAL}/table1_paper.md",
+        table3=f"{EVAL}/table3.md" if TIMING else [],
         pairs=f"{OUT}/pairs.csv",
     output:
         report(f"{OUT}/report.html", caption="../report/html.rst", category="Report"),
@@ -45,43 +174,21 @@ rule report_html:
 
 
 rule regress:
+    """Compare with the committed reference results/<name> (fails on moved rates or a stale reference)."""
     input:
-        rates=f"{OUT}/eval/failure_rates.csv",
+        rates=f"{EVAL}/failure_rates.csv",
+        summary=f"{EVAL}/summary.csv",
+        pairs=f"{OUT}/pairs.csv",
     output:
         f"{OUT}/regress.txt",
     params:
         ref=f"results/{config['name']}",
         evaldir=lambda w, input: os.path.dirname(input.rates),
-        configfile=workflow.configfiles[-1],
+        configfile=workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml",
     log:
         f"{OUT}/logs/regress.log",
     conda:
         ENV
     shell:
         "nre regress --reference {params.ref} --current {params.evaldir} --config {params.configfile}"
-        " --out {output} > {log} 2>&1"
-
-
-rule timing:
-    """Table 3: per-stage time and memory on a few test pairs, in a job that takes every core (runs alone)."""
-    input:
-        pairs=f"{OUT}/pairs.csv",
-    output:
-        timing=f"{OUT}/eval/timing.csv",
-        table3=report(f"{OUT}/eval/table3.md", caption="../report/table3.rst", category="Tables"),
-    params:
-        root=lambda w: ROOT,
-        features=T1,
-        foptions=features_options(T1),
-        n=config.get("timing", {}).get("n_pairs", 10),
-        maxpts=MAXPTS,
-        seed=SEED,
-    threads: workflow.cores
-    log:
-        f"{OUT}/logs/timing.log",
-    conda:
-        ENV
-    shell:
-        "nre timing --pairs {input.pairs} --root {params.root} --features {params.features}"
-        " --features-options '{params.foptions}' --n-pairs {params.n} --max-points {params.maxpts} --seed {params.seed}"
-        " --threads 2 --out {output.timing} > {log} 2>&1"
+        " --pairs {input.pairs} --out {output} > {log} 2>&1"

@@ -1,0 +1,146 @@
+"""The regression check: tolerances, a deliberately degraded estimator, a stale reference, a changed pair table,
+and the measured run-to-run variation."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_evaluate import THR, make_rows
+
+from nre import evaluate as E
+from nre import tables as T
+from nre.cli import main
+from nre.regress import compare, variation
+
+
+def _rates(err=1.0, seed=2):
+    return E.failure_rates(E.prepare(make_rows(np.random.default_rng(seed), {"a": {(): (err, True)}})), THR)
+
+
+def test_compare_tolerates_one_flip_and_catches_a_degraded_estimator():
+    ref = _rates()
+    cur = ref.copy()
+    assert compare(ref, cur).empty
+    cur.loc[cur.index[0], "R>2deg"] += 1.0 / cur.loc[cur.index[0], "n"]  # one pair flips: within tolerance
+    assert compare(ref, cur).empty
+    cur.loc[cur.index[0], "R>2deg"] += 1.0 / cur.loc[cur.index[0], "n"]  # two pairs: not
+    assert list(compare(ref, cur)["metric"]) == ["R>2deg"]
+    bad = _rates(err=3.0)
+    moved = compare(ref, bad)
+    assert set(moved["metric"]) >= {"R>2deg", "t>0.25"} and set(moved["estimator"]) == {"a"}
+    missing = compare(ref, cur[cur["category"] != "hard"])
+    assert (missing["metric"] == "(missing)").sum() == 2  # hard on test and tuning
+    assert compare(ref, bad, pairs_tol=100).empty  # the tolerance is configurable
+
+
+def test_compare_summary_medians_with_relative_tolerance():
+    ref = pd.DataFrame(
+        {
+            "features": ["f"],
+            "estimator": ["a"],
+            "stage": [""],
+            "category": ["all"],
+            "n": [50],
+            "median_rot_deg": [1.0],
+            "median_trans": [0.1],
+            "AUC R@2": [0.5],
+        }
+    )
+    rates = _rates()
+    ok = ref.assign(median_rot_deg=1.025, **{"AUC R@2": 0.51})
+    assert compare(rates, rates, ref_summary=ref, cur_summary=ok).empty
+    bad = ref.assign(median_rot_deg=1.2)
+    moved = compare(rates, rates, ref_summary=ref, cur_summary=bad)
+    assert list(moved["metric"]) == ["median_rot_deg"] and moved.iloc[0]["what"] == "summary"
+
+
+def _eval_dir(tmp_path, name, degrade=None):
+    """An evaluation folder (nre evaluate / select / tables) of hand-made rows; ``degrade`` adds 8 deg to one
+    estimator's errors on every other pair."""
+    rng = np.random.default_rng(0)
+    df = make_rows(
+        rng,
+        {
+            "nre_single": {(): (lambda r, c: r.exponential(2.0), True)},
+            "lo_ransac_poselib": {("threshold", 4): (lambda r, c: r.exponential(3.0), True)},
+        },
+        n=60,
+    )
+    if degrade:
+        m = (df.estimator == degrade) & (df.groupby("estimator").cumcount() % 2 == 0)
+        df.loc[m, "rotation_error_deg"] += 8.0
+    rows = tmp_path / f"{name}.parquet"
+    df.to_parquet(rows, index=False)
+    ev = tmp_path / name
+    assert main(["evaluate", "--rows", str(rows), "--out-dir", str(ev)]) == 0
+    assert main(["evaluate", "--select", "--out-dir", str(ev)]) == 0
+    assert main(["tables", "--eval-dir", str(ev), "--bootstrap", "0"]) == 0
+    return ev
+
+
+def test_regress_command_catches_degraded_estimator_and_stale_reference(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("name: t\n")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("pair_id,scene\np,s\n")
+    good = _eval_dir(tmp_path, "good")
+    ref = tmp_path / "results"
+    assert (
+        main(
+            [
+                "regress",
+                "--reference",
+                str(ref),
+                "--current",
+                str(good),
+                "--config",
+                str(cfg),
+                "--pairs",
+                str(pairs),
+                "--update",
+            ]
+        )
+        == 0
+    )
+    prov = json.loads((ref / "provenance.json").read_text())
+    assert {"config_sha256", "pairs_sha256", "versions"} <= set(prov) and (ref / "rows.parquet").exists()
+    base = ["regress", "--reference", str(ref), "--config", str(cfg), "--pairs", str(pairs)]
+    assert main([*base, "--current", str(good), "--out", str(tmp_path / "v.txt")]) == 0
+    assert (tmp_path / "v.txt").read_text().startswith("OK")
+    # a deliberately degraded estimator fails, with a table naming it
+    bad = _eval_dir(tmp_path, "bad", degrade="lo_ransac_poselib")
+    capsys.readouterr()
+    assert main([*base, "--current", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "lo_ransac_poselib" in out and "| rate |" in out
+    moved_estimators = {line.split("|")[3].strip() for line in out.splitlines() if line.startswith("| rate")}
+    assert moved_estimators == {"lo_ransac_poselib"}
+    # a changed pair table fails
+    pairs2 = tmp_path / "pairs2.csv"
+    pairs2.write_text("pair_id,scene\nq,s\n")
+    assert (
+        main(["regress", "--reference", str(ref), "--config", str(cfg), "--pairs", str(pairs2), "--current", str(good)])
+        == 1
+    )
+    assert "pair table" in capsys.readouterr().out
+    # a config edited without updating the reference: stale
+    cfg.write_text("name: t\nseed: 1\n")
+    assert main([*base, "--current", str(good)]) == 1
+    assert "stale reference" in capsys.readouterr().out
+
+
+def test_variation_of_repeated_runs(tmp_path):
+    a = _eval_dir(tmp_path, "a")
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    v = variation([a, b])
+    assert len(v) and (v["max_abs_diff"] == 0).all()
+    r = pd.read_csv(b / "failure_rates.csv")
+    r.loc[0, "R>2deg"] += 0.05
+    r.to_csv(b / "failure_rates.csv", index=False)
+    v = variation([a, b]).set_index(["file", "metric"])
+    assert v.loc[("failure_rates.csv", "R>2deg"), "max_abs_diff"] == pytest.approx(0.05, abs=1e-6)
+    assert v.loc[("failure_rates.csv", "R>2deg"), "cells_moved"] == 1
+    assert T.to_markdown(v.reset_index())
