@@ -246,8 +246,34 @@ def variation(eval_dirs) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["file", "metric", "cells", "max_abs_diff", "cells_moved"])
 
 
-def update(reference_dir, current_eval_dir, config_path, pairs_csv) -> None:
-    """Deliberately replace the reference with the current run (old files of the reference are removed)."""
+# Per-pair columns kept in a slim reference (``errors.parquet``): what every table is computed from.
+ERROR_COLUMNS = [
+    "pair_id", "scene", "category", "split", "features", "estimator", "params", "stage", "success",
+    "failure_reason", "rotation_error_deg", "translation_error", "center_error", "runtime_s", "inliers",
+    "rotation_error_truth_deg", "translation_error_truth", "center_error_truth",
+]  # fmt: skip
+MAX_FULL_ROWS_MB = 5.0
+
+
+def slim_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The per-pair errors of ``rows`` (no poses, diagnostics or versions), floats as float32, labels categorical."""
+    out = rows[[c for c in ERROR_COLUMNS if c in rows.columns]].copy()
+    for c in out.columns:
+        if out[c].dtype == np.float64:
+            out[c] = out[c].astype(np.float32)
+        elif out[c].dtype == object:
+            out[c] = out[c].astype("category")
+    return out
+
+
+def update(reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = "auto") -> None:
+    """Deliberately replace the reference with the current run (old files of the reference are removed).
+
+    ``rows``: ``full`` copies every result row (``rows.parquet``: poses, diagnostics, versions); ``errors`` writes
+    only the per-pair errors (``errors.parquet``, float32, zstd: ~10x smaller); ``auto`` = full up to
+    MAX_FULL_ROWS_MB, else errors (the embedded default's 3300 pairs x ~70 rows)."""
+    if rows not in ("auto", "full", "errors"):
+        raise ValueError(f"rows must be auto, full or errors, got {rows!r}")
     ref = Path(reference_dir)
     if ref.exists():
         for f in ref.iterdir():
@@ -256,7 +282,15 @@ def update(reference_dir, current_eval_dir, config_path, pairs_csv) -> None:
     ref.mkdir(parents=True, exist_ok=True)
     ev = Path(current_eval_dir)
     for f in sorted(ev.iterdir()):
-        if f.is_file() and (f.suffix in REFERENCE_FILES or f.name in ("rows.parquet", "thresholds.json")):
+        if f.is_file() and (f.suffix in REFERENCE_FILES or f.name == "thresholds.json"):
             shutil.copy2(f, ref / f.name)
+    src = ev / "rows.parquet"
+    if src.exists():
+        if rows == "auto":
+            rows = "full" if src.stat().st_size <= MAX_FULL_ROWS_MB * 2**20 else "errors"
+        if rows == "full":
+            shutil.copy2(src, ref / "rows.parquet")
+        else:
+            slim_rows(pd.read_parquet(src)).to_parquet(ref / "errors.parquet", compression="zstd", index=False)
     shutil.copy2(pairs_csv, ref / "pairs.csv")
     (ref / "provenance.json").write_text(json.dumps(provenance(config_path, pairs_csv), indent=2, sort_keys=True))

@@ -144,3 +144,27 @@ def test_variation_of_repeated_runs(tmp_path):
     assert v.loc[("failure_rates.csv", "R>2deg"), "max_abs_diff"] == pytest.approx(0.05, abs=1e-6)
     assert v.loc[("failure_rates.csv", "R>2deg"), "cells_moved"] == 1
     assert T.to_markdown(v.reset_index())
+
+
+def test_slim_reference_keeps_every_per_pair_error(tmp_path):
+    """--rows errors stores the per-pair errors only (float32): the failure rates recomputed from it equal the
+    run's own, and the reference check still passes on the run."""
+    from nre.evaluate import failure_rates
+    from nre.regress import update
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("name: t\n")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("pair_id,scene\np,s\n")
+    ev = _eval_dir(tmp_path, "run")
+    ref = tmp_path / "ref"
+    update(ref, ev, cfg, pairs, rows="errors")
+    assert not (ref / "rows.parquet").exists()
+    full = pd.read_parquet(ev / "rows.parquet")
+    slim = pd.read_parquet(ref / "errors.parquet")
+    assert len(slim) == len(full) and "diagnostics" not in slim and slim["rotation_error_deg"].dtype == np.float32
+    th = {"rotation_deg": [2, 5, 10], "translation": [0.25, 1, 5]}
+    a, b = failure_rates(full, th), failure_rates(slim.astype({"params": str, "estimator": str}), th)
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
+    with pytest.raises(ValueError, match="rows must be"):
+        update(ref, ev, cfg, pairs, rows="some")

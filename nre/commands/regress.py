@@ -18,6 +18,13 @@ def add_arguments(p):
     p.add_argument("--pairs-tol", type=float, default=None, help="pairs allowed to flip per rate cell (default 1)")
     p.add_argument("--tolerances", default=None, help="JSON overriding nre.regress.TOLERANCES")
     p.add_argument("--update", action="store_true", help="replace the reference with this run")
+    p.add_argument(
+        "--rows",
+        choices=["auto", "full", "errors"],
+        default="auto",
+        help="with --update: copy every result row (full), only the per-pair errors (errors.parquet), or full up "
+        "to 5 MB (auto, default)",
+    )
     p.add_argument("--measure", nargs="+", default=None, help="evaluation folders of repeated runs: print variation")
     p.add_argument("--out", help="write the verdict to this file (also on success)")
 
@@ -38,7 +45,7 @@ def run(args) -> int:
         if not args.pairs:
             print("nre regress: --update needs --pairs", file=sys.stderr)
             return 2
-        update(args.reference, args.current, args.config, args.pairs)
+        update(args.reference, args.current, args.config, args.pairs, rows=args.rows)
         print(f"reference {args.reference} updated from {args.current}")
         return 0
     tol = json.loads(args.tolerances) if args.tolerances else None
