@@ -58,10 +58,11 @@ def bilinear_with_gradient(fmap: np.ndarray, xy: np.ndarray, channels_last: bool
         f00, f01, f10, f11 = fmap[y0, x0], fmap[y0, x1], fmap[y1, x0], fmap[y1, x1]
     else:
         f00, f01, f10, f11 = fmap[:, y0, x0].T, fmap[:, y0, x1].T, fmap[:, y1, x0].T, fmap[:, y1, x1].T
-    dx0, dx1 = f01 - f00, f11 - f10
-    val = f00 + a * dx0 + b * (f10 - f00) + a * b * (dx1 - dx0)
-    gx = dx0 + b * (dx1 - dx0)
-    gy = (f10 - f00) + a * (dx1 - dx0)
+    dx0, d10 = f01 - f00, f10 - f00
+    ddx = f11 - f10 - dx0
+    gx = dx0 + b * ddx
+    gy = d10 + a * ddx
+    val = f00 + b * d10 + a * gx  # = f00 + a dx0 + b d10 + a b ddx
     return val, np.stack([gx, gy], -1), inside
 
 
@@ -99,10 +100,16 @@ def refine_featuremetric(
     for it in range(1, iterations + 1):  # noqa: B007
         if ok.sum() < 6:
             break
-        Jr = np.matmul(grad[ok], Jm[ok])  # (M, D, 6): d residual / d delta
-        A = (Jr * w[ok][:, None, None]).reshape(-1, 6)  # IRLS weights
-        H = A.T @ Jr.reshape(-1, 6)
-        g = A.T @ r[ok].reshape(-1)
+        # Gauss-Newton with IRLS weights through the 2D map gradients (gx, gy) of each point, never forming the
+        # (M, D, 6) residual Jacobian: H = sum w J^T (G^T G) J, g = sum w J^T (G^T r), G^T G and G^T r by
+        # element-wise products over D, then (M, 6) BLAS products
+        gx, gy, ro, wo = grad[ok, :, 0], grad[ok, :, 1], r[ok], w[ok]
+        J0, J1 = Jm[ok, 0, :], Jm[ok, 1, :]  # (M, 6): d map x / d delta, d map y / d delta
+        sxx, sxy, syy = (gx * gx).sum(1) * wo, (gx * gy).sum(1) * wo, (gy * gy).sum(1) * wo
+        H = J0.T @ (J0 * sxx[:, None]) + J1.T @ (J1 * syy[:, None])
+        Hxy = J0.T @ (J1 * sxy[:, None])
+        H = H + Hxy + Hxy.T
+        g = J0.T @ ((gx * ro).sum(1) * wo) + J1.T @ ((gy * ro).sum(1) * wo)
         try:
             delta = -np.linalg.solve(H + lam * np.diag(np.maximum(np.diag(H), 1e-12)), g)
         except np.linalg.LinAlgError:
