@@ -150,13 +150,15 @@ def sparse_argmin(maps: SparseLossMaps) -> tuple[np.ndarray, np.ndarray]:
     xy = np.full((maps.n, 2), np.nan)
     mins = np.full(maps.n, maps.trunc, dtype=np.float64)
     if maps.nnz:
-        order = np.lexsort((maps.cells, maps.values, maps.point_index()))
+        # segment reductions over the CSR rows (O(nnz), no sort): the minimum, then the lowest cell attaining it
         has = maps.counts > 0
-        first = order[maps.offsets[:-1][has]]
-        c = maps.cells[first].astype(np.int64)
+        starts = maps.offsets[:-1][has]
+        seg_min = np.minimum.reduceat(maps.values, starts)
+        is_min = maps.values == np.repeat(seg_min, maps.counts[has])
+        c = np.minimum.reduceat(np.where(is_min, maps.cells.astype(np.int64), np.iinfo(np.int64).max), starts)
         w = maps.shape[1]
         xy[has] = np.c_[c % w, c // w]
-        mins[has] = maps.values[first]
+        mins[has] = seg_min
     return xy, mins
 
 

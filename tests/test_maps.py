@@ -103,6 +103,14 @@ def test_sparse_argmin_and_entropy():
     empty = SparseLossMaps(empty.shape, [0, 0], [], [], empty.trunc)
     c, mn = sparse_argmin(empty)
     assert np.isnan(c).all() and mn[0] == empty.trunc
+    # ties go to the lowest flat cell, whatever the storage order; empty rows between full ones
+    cells_ = np.array([7, 3, 9, 5, 2, 8, 1], dtype=np.int32)
+    vals_ = np.array([0.5, 0.5, 0.7, 0.2, 0.9, 0.2, 0.1], dtype=np.float32)
+    tie = SparseLossMaps((4, 5), [0, 3, 3, 6, 7], cells_, vals_, 5.0)
+    c, mn = sparse_argmin(tie)
+    np.testing.assert_array_equal(mn, np.array([0.5, 5.0, 0.2, 0.1], np.float32).astype(np.float64))
+    np.testing.assert_array_equal(c[[0, 2, 3]], [[3, 0], [0, 1], [1, 0]])
+    assert np.isnan(c[1]).all()
 
 
 def test_dense_maps_cell_cap_and_stats_only():
