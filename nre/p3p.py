@@ -85,6 +85,20 @@ def _quartic_real_roots(coef: np.ndarray, imag_tol: float = 1e-5, polish: int = 
     return x, real & np.isfinite(x)
 
 
+def _cosine_law_residual(s: np.ndarray, ca, cb, cg, tgt: np.ndarray) -> np.ndarray:
+    """(M, 3) residuals of the three law-of-cosines equations for depths s (M, 3) against squared sides tgt."""
+    s1, s2, s3 = s[:, 0], s[:, 1], s[:, 2]
+    lhs = np.stack(
+        [
+            s2**2 + s3**2 - 2 * s2 * s3 * ca,
+            s1**2 + s3**2 - 2 * s1 * s3 * cb,
+            s1**2 + s2**2 - 2 * s1 * s2 * cg,
+        ],
+        -1,
+    )
+    return lhs - tgt
+
+
 def p3p_batch(
     bearings: np.ndarray, points: np.ndarray, newton_steps: int = 2, max_residual: float = 1e-6
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,17 +151,7 @@ def p3p_batch(
         tgt = np.stack([a2[sample], b2[sample], c2[sample]], -1)
         for _ in range(newton_steps):
             s1, s2, s3 = s[:, 0], s[:, 1], s[:, 2]
-            F = (
-                np.stack(
-                    [
-                        s2**2 + s3**2 - 2 * s2 * s3 * ca_s,
-                        s1**2 + s3**2 - 2 * s1 * s3 * cb_s,
-                        s1**2 + s2**2 - 2 * s1 * s2 * cg_s,
-                    ],
-                    -1,
-                )
-                - tgt
-            )
+            F = _cosine_law_residual(s, ca_s, cb_s, cg_s, tgt)
             z = np.zeros_like(s1)
             J = np.stack(
                 [
@@ -159,18 +163,7 @@ def p3p_batch(
             )
             step = _solve3(J, F)
             s = s - step
-        s1, s2, s3 = s[:, 0], s[:, 1], s[:, 2]
-        res = (
-            np.stack(
-                [
-                    s2**2 + s3**2 - 2 * s2 * s3 * ca_s,
-                    s1**2 + s3**2 - 2 * s1 * s3 * cb_s,
-                    s1**2 + s2**2 - 2 * s1 * s2 * cg_s,
-                ],
-                -1,
-            )
-            - tgt
-        )
+        res = _cosine_law_residual(s, ca_s, cb_s, cg_s, tgt)
         rel = np.abs(res).max(1) / np.maximum(tgt.max(1), 1e-300)
         keep = np.isfinite(s).all(1) & (s > 0).all(1) & (rel < max_residual)
         s, sample = s[keep], sample[keep]

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nre.results import COLUMNS as ROW_COLUMNS
+
 RATE_KEYS = ["features", "estimator", "params", "stage", "split", "category"]
 SUMMARY_KEYS = ["features", "estimator", "stage", "category"]
 NONDETERMINISTIC = {"gc_ransac": 2}
@@ -246,12 +248,14 @@ def variation(eval_dirs) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["file", "metric", "cells", "max_abs_diff", "cells_moved"])
 
 
-# Per-pair columns kept in a slim reference (``errors.parquet``): what every table is computed from.
-ERROR_COLUMNS = [
-    "pair_id", "scene", "category", "split", "features", "estimator", "params", "stage", "success",
-    "failure_reason", "rotation_error_deg", "translation_error", "center_error", "runtime_s", "inliers",
-    "rotation_error_truth_deg", "translation_error_truth", "center_error_truth",
-]  # fmt: skip
+# Per-pair columns kept in a slim reference (``errors.parquet``): what every table is computed from (the row schema
+# without poses, diagnostics and versions, plus the renderer-truth errors nre.evaluate adds on the embedded default).
+_DROPPED = {"qw", "qx", "qy", "qz", "tx", "ty", "tz", "low_support", "diagnostics", "versions"}
+ERROR_COLUMNS = [c for c in ROW_COLUMNS if c not in _DROPPED] + [
+    "rotation_error_truth_deg",
+    "translation_error_truth",
+    "center_error_truth",
+]
 MAX_FULL_ROWS_MB = 5.0
 
 

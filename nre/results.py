@@ -29,33 +29,15 @@ import pandas as pd
 
 from nre.geometry import Pose, R_to_quat_wxyz, pose_error
 
+# the row schema, by dtype (COLUMNS gives the order)
+ID_COLUMNS = ["pair_id", "scene", "category", "split", "features", "estimator", "params", "stage"]
+FLOAT_COLUMNS = [
+    "qw", "qx", "qy", "qz", "tx", "ty", "tz", "rotation_error_deg", "translation_error", "center_error", "runtime_s",
+]  # fmt: skip
 COLUMNS = [
-    "pair_id",
-    "scene",
-    "category",
-    "split",
-    "features",
-    "estimator",
-    "params",
-    "stage",
-    "success",
-    "failure_reason",
-    "qw",
-    "qx",
-    "qy",
-    "qz",
-    "tx",
-    "ty",
-    "tz",
-    "rotation_error_deg",
-    "translation_error",
-    "center_error",
-    "runtime_s",
-    "inliers",
-    "low_support",
-    "diagnostics",
-    "versions",
-]
+    *ID_COLUMNS, "success", "failure_reason", *FLOAT_COLUMNS, "inliers", "low_support", "diagnostics", "versions",
+]  # fmt: skip
+STR_COLUMNS = [*ID_COLUMNS, "failure_reason", "diagnostics", "versions"]
 
 
 def params_key(setting: dict) -> str:
@@ -159,36 +141,12 @@ def results_versions(versions) -> str:
 def frame(rows: list[dict]) -> pd.DataFrame:
     """Rows as a DataFrame with the schema's columns and dtypes (also when empty)."""
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for c in (
-        "qw",
-        "qx",
-        "qy",
-        "qz",
-        "tx",
-        "ty",
-        "tz",
-        "rotation_error_deg",
-        "translation_error",
-        "center_error",
-        "runtime_s",
-    ):
+    for c in FLOAT_COLUMNS:
         df[c] = df[c].astype("float64")
     df["inliers"] = df["inliers"].astype("int64")
     df["success"] = df["success"].astype(bool)
     df["low_support"] = df["low_support"].astype(bool)
-    for c in (
-        "pair_id",
-        "scene",
-        "category",
-        "split",
-        "features",
-        "estimator",
-        "params",
-        "stage",
-        "failure_reason",
-        "diagnostics",
-        "versions",
-    ):
+    for c in STR_COLUMNS:
         df[c] = df[c].astype("str")
     return df
 

@@ -11,13 +11,7 @@ from nre.features import s2dnet as S
 from nre.features.checkpoints import manifest_of, read_manifest
 from nre.geometry import img_to_map
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_official_strides_on_a_real_image_size():

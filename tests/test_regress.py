@@ -80,11 +80,17 @@ def _eval_dir(tmp_path, name, degrade=None):
     return ev
 
 
-def test_regress_command_catches_degraded_estimator_and_stale_reference(tmp_path, capsys):
+def _config_and_pairs(tmp_path):
+    """A config file and a pair table for the provenance hashes of a reference."""
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("name: t\n")
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("pair_id,scene\np,s\n")
+    return cfg, pairs
+
+
+def test_regress_command_catches_degraded_estimator_and_stale_reference(tmp_path, capsys):
+    cfg, pairs = _config_and_pairs(tmp_path)
     good = _eval_dir(tmp_path, "good")
     ref = tmp_path / "results"
     assert (
@@ -152,10 +158,7 @@ def test_slim_reference_keeps_every_per_pair_error(tmp_path):
     from nre.evaluate import failure_rates
     from nre.regress import update
 
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("name: t\n")
-    pairs = tmp_path / "pairs.csv"
-    pairs.write_text("pair_id,scene\np,s\n")
+    cfg, pairs = _config_and_pairs(tmp_path)
     ev = _eval_dir(tmp_path, "run")
     ref = tmp_path / "ref"
     update(ref, ev, cfg, pairs, rows="errors")
@@ -166,5 +169,7 @@ def test_slim_reference_keeps_every_per_pair_error(tmp_path):
     th = {"rotation_deg": [2, 5, 10], "translation": [0.25, 1, 5]}
     a, b = failure_rates(full, th), failure_rates(slim.astype({"params": str, "estimator": str}), th)
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
+    base = ["regress", "--reference", str(ref), "--config", str(cfg), "--pairs", str(pairs), "--current", str(ev)]
+    assert main(base) == 0
     with pytest.raises(ValueError, match="rows must be"):
         update(ref, ev, cfg, pairs, rows="some")

@@ -13,13 +13,7 @@ from nre import training as T
 from nre.features.nre_nets import CompactCoarseNet, NRECompactBackend
 from nre.geometry import img_to_map, so3_exp
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def plane_pair(seed=0, W=128, H=96, n=150, angle=0.08, shift=(0.3, -0.1, 0.2)):

@@ -17,6 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
+from nre.commands._args import json_arg
+
 HELP = "run an estimator over pairs and write the per-pair result rows (parquet)"
 log = logging.getLogger("nre.estimate")
 
@@ -36,15 +38,6 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="config seed; per pair: derive_seed(seed, pair_id, estimator)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--out", required=True, help="result rows (parquet)")
-
-
-def _json_arg(text: str | None, flag: str):
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"nre estimate: {flag} is not valid JSON ({e}): {text!r}") from e
 
 
 def check_grid(cls, grid: dict | None) -> None:
@@ -81,16 +74,16 @@ def run(args) -> int:
         cls = registry.get(args.estimator)
     except (KeyError, TypeError) as e:
         raise SystemExit(f"nre estimate: {e.args[0] if e.args else e}") from e
-    grid = _json_arg(args.grid, "--grid")
+    grid = json_arg(args.grid, "--grid", "nre estimate")
     check_grid(cls, grid)
     try:
-        est = cls(**_json_arg(args.options, "--options"))
+        est = cls(**json_arg(args.options, "--options", "nre estimate"))
     except (TypeError, ValueError) as e:
         raise SystemExit(f"nre estimate: {e}") from e
     label = args.name or cls.name
     settings = est.settings(grid)
     needs_features = "features" in cls.needs
-    backend = get_backend(args.features, **_json_arg(args.features_options, "--features-options"))
+    backend = get_backend(args.features, **json_arg(args.features_options, "--features-options", "nre estimate"))
     try:
         table = pd.read_csv(args.pairs, dtype={"pair_id": str})
     except Exception as e:

@@ -14,6 +14,8 @@ import json
 import math
 from pathlib import Path
 
+from nre.commands._args import json_arg
+
 HELP = "estimate the target pose of one pair (official NRE sample npz) with one or more estimators"
 PROVIDED = frozenset({"matches", "coarse_maps", "features"})  # what build_problem gives an estimator
 NOT_IN_ALL = {"imported"}  # needs poses from a file
@@ -76,10 +78,7 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        options = json.loads(args.features_options)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"--features-options is not valid JSON: {e}") from e
+    options = json_arg(args.features_options, "--features-options", "nre localize")
     names = select_estimators(args.estimator)
     pair = PairData.load_npz(args.pair)
     backend = get_backend(args.features, **options)

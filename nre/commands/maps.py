@@ -9,11 +9,12 @@ bytes.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
 from pathlib import Path
+
+from nre.commands._args import json_arg
 
 HELP = "compute the per-pair map caches shared by every estimator"
 log = logging.getLogger("nre.maps")
@@ -46,11 +47,7 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        options = json.loads(args.features_options)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"--features-options is not valid JSON: {e}") from e
-    backend = get_backend(args.features, **options)
+    backend = get_backend(args.features, **json_arg(args.features_options, "--features-options", "nre maps"))
     table = pd.read_csv(args.pairs)
     if "pair_id" not in table.columns:
         raise SystemExit(f"{args.pairs}: no pair_id column (columns: {list(table.columns)})")

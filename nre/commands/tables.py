@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nre.commands._args import json_arg
+
 HELP = "write Tables 1-2, summary, diagnostics, Fig. 5 curves, sweep plots (and Fig. 4 map pictures)"
 
 
@@ -92,7 +94,8 @@ def map_pictures(args, out: Path) -> None:
 
     if not (args.pairs and args.root):
         raise SystemExit("nre tables: --map-pictures needs --pairs and --root")
-    backend = get_backend(args.features or args.table1_features or "dsift", **json.loads(args.features_options))
+    options = json_arg(args.features_options, "--features-options", "nre tables")
+    backend = get_backend(args.features or args.table1_features or "dsift", **options)
     pairs = pd.read_csv(args.pairs, dtype={"pair_id": str})
     test = pairs[pairs["split"] == "test"].copy()
     test["rank"] = test.groupby("category").cumcount()

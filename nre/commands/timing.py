@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from nre.commands._args import json_arg
+
 HELP = "measure time and memory per stage and per estimator on a few test pairs (Table 3)"
 
 
@@ -76,7 +78,7 @@ def run(args) -> int:
     if not (args.pairs and args.root):
         raise SystemExit("nre timing: --pairs and --root are required (unless --merge)")
     torch.set_num_threads(args.threads)
-    backend = get_backend(args.features, **json.loads(args.features_options))
+    backend = get_backend(args.features, **json_arg(args.features_options, "--features-options", "nre timing"))
     specs = json.loads(args.estimators)
     df = pd.read_csv(args.pairs, dtype={"pair_id": str})
     df = df[df["split"] == "test"].head(args.n_pairs)
