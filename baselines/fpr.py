@@ -52,8 +52,8 @@ def bilinear_with_gradient(fmap: np.ndarray, xy: np.ndarray, channels_last: bool
     y0 = np.floor(y).astype(int)
     x1 = np.minimum(x0 + 1, w - 1)
     y1 = np.minimum(y0 + 1, h - 1)
-    a = (x - x0)[:, None]
-    b = (y - y0)[:, None]
+    a = (x - x0)[:, None].astype(fmap.dtype)  # the map's precision throughout (float32: half the memory traffic)
+    b = (y - y0)[:, None].astype(fmap.dtype)
     if channels_last:
         f00, f01, f10, f11 = fmap[y0, x0], fmap[y0, x1], fmap[y1, x0], fmap[y1, x1]
     else:
@@ -77,8 +77,11 @@ def refine_featuremetric(
     c: float,
     iterations: int = 50,
     lam: float = 1e-3,
+    ftol: float = 1e-6,
 ):
-    """Levenberg-Marquardt / IRLS on one level. Returns (pose, iterations, final cost)."""
+    """Levenberg-Marquardt / IRLS on one level. Returns (pose, iterations, final cost). Stops at ``iterations``, when
+    an accepted step lowers the cost by less than ``ftol`` of it (Ceres' function tolerance), when the step is below
+    1e-7, or when the damping exceeds 1e6."""
     scale = np.asarray(scale, dtype=float)
     fmap_hwd = np.ascontiguousarray(np.moveaxis(fmap, 0, -1))  # (h, w, D): contiguous gathers
 
@@ -88,7 +91,7 @@ def refine_featuremetric(
         val, grad, inside = bilinear_with_gradient(fmap_hwd, xy, channels_last=True)
         ok = valid & inside
         r = val - src
-        s = np.sum(r * r, 1)
+        s = np.einsum("nd,nd->n", r, r).astype(np.float64)
         rho, w = robust(loss, s, c)
         # a point leaving the map costs as much as the loss at a large residual (keeps costs comparable)
         rho_out = robust(loss, np.array([4.0]), c)[0][0]
@@ -105,11 +108,15 @@ def refine_featuremetric(
         # element-wise products over D, then (M, 6) BLAS products
         gx, gy, ro, wo = grad[ok, :, 0], grad[ok, :, 1], r[ok], w[ok]
         J0, J1 = Jm[ok, 0, :], Jm[ok, 1, :]  # (M, 6): d map x / d delta, d map y / d delta
-        sxx, sxy, syy = (gx * gx).sum(1) * wo, (gx * gy).sum(1) * wo, (gy * gy).sum(1) * wo
+        sxx = np.einsum("nd,nd->n", gx, gx).astype(np.float64) * wo
+        sxy = np.einsum("nd,nd->n", gx, gy).astype(np.float64) * wo
+        syy = np.einsum("nd,nd->n", gy, gy).astype(np.float64) * wo
         H = J0.T @ (J0 * sxx[:, None]) + J1.T @ (J1 * syy[:, None])
         Hxy = J0.T @ (J1 * sxy[:, None])
         H = H + Hxy + Hxy.T
-        g = J0.T @ ((gx * ro).sum(1) * wo) + J1.T @ ((gy * ro).sum(1) * wo)
+        gxr = np.einsum("nd,nd->n", gx, ro).astype(np.float64)
+        gyr = np.einsum("nd,nd->n", gy, ro).astype(np.float64)
+        g = J0.T @ (gxr * wo) + J1.T @ (gyr * wo)
         try:
             delta = -np.linalg.solve(H + lam * np.diag(np.maximum(np.diag(H), 1e-12)), g)
         except np.linalg.LinAlgError:
@@ -117,7 +124,7 @@ def refine_featuremetric(
         cand = pose.perturb(delta)
         c_cost, c_r, c_w, c_grad, c_Jm, c_ok = evaluate(cand)
         if c_cost < cost:
-            step_small = np.linalg.norm(delta) < 1e-7
+            step_small = np.linalg.norm(delta) < 1e-7 or cost - c_cost <= ftol * abs(cost)
             pose, cost, r, w, grad, Jm, ok = cand, c_cost, c_r, c_w, c_grad, c_Jm, c_ok
             lam = max(lam / 10, 1e-9)
             if step_small:
@@ -135,7 +142,7 @@ class FeaturemetricRefinement(Estimator):
     name = "fpr"
     grid = {"loss": list(LOSSES), "scale": [0.1, 0.2, 0.4, 0.8]}
     default_params = {"loss": "cauchy", "scale": 0.2}
-    defaults = {"levels": ["coarse", "fine"], "iterations": 50, "init_threshold": 8.0}
+    defaults = {"levels": ["coarse", "fine"], "iterations": 50, "ftol": 1e-6, "init_threshold": 8.0}
     needs = frozenset({"matches", "features"})
 
     def estimate_many(self, problem, settings):
@@ -155,8 +162,8 @@ class FeaturemetricRefinement(Estimator):
             levels.append(
                 (
                     lv,
-                    torch.as_tensor(src).numpy().astype(np.float64),
-                    torch.as_tensor(feats.target_map(lv)).numpy().astype(np.float64),
+                    torch.as_tensor(src).numpy().astype(np.float32),
+                    torch.as_tensor(feats.target_map(lv)).numpy().astype(np.float32),
                     feats.target_scale(lv),
                 )
             )
@@ -176,6 +183,7 @@ class FeaturemetricRefinement(Estimator):
                     s["loss"],
                     float(s["scale"]),
                     self.options["iterations"],
+                    ftol=float(self.options["ftol"]),
                 )
             diag = {
                 "start_R": start.pose.R.tolist(),

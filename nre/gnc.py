@@ -81,9 +81,21 @@ def normal_equations(terms: Terms, pm: np.ndarray, valid: np.ndarray, Jm: np.nda
     use = valid & (Wn > 0)
     J = Jm[use]
     r = Mn[use] - Wn[use, None] * pm[use]  # sum_q omega (q - p)
-    H = np.einsum("n,nai,naj->ij", Wn[use], J, J)
-    g = np.einsum("nai,na->i", J, r)
+    Jf = J.reshape(-1, 6)  # rows (n, a)
+    H = Jf.T @ (Jf * np.repeat(Wn[use], 2)[:, None])
+    g = Jf.T @ r.reshape(-1)
     return H, g, use
+
+
+def _sorted(a: np.ndarray) -> bool:
+    return bool(len(a) < 2 or np.all(a[1:] >= a[:-1]))
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenated arange(starts[i], ends[i])."""
+    counts = ends - starts
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + within
 
 
 def reproject(pose: Pose, points3d: np.ndarray, camera: Camera, scale: np.ndarray):
@@ -117,11 +129,30 @@ def refine(
     stop = "schedule end"
     costs = []
 
+    # Terms kept at a level: those within r = radius_sigmas * sigma + 2 cells of their point's reprojection. Each
+    # level's candidates come from the previous level's kept terms for the points that moved by at most
+    # r_prev - r since that filter (by the triangle inequality none of their terms within r can be missing), and
+    # from all their terms for the others: the same kept set, in the same order, as a pass over every term.
+    offsets = np.searchsorted(terms.point, np.arange(terms.n_points + 1)) if _sorted(terms.point) else None
+    kept = kept_pm = None
+    r_prev = np.inf
     for sigma in sigmas:
         pm, valid, Jm = reproject(pose, points3d, camera, scale)
-        d = terms.q - pm[terms.point]
-        near = (d[:, 0] ** 2 + d[:, 1] ** 2) < (radius_sigmas * sigma + 2.0) ** 2
-        T = terms.subset(near)
+        r = radius_sigmas * sigma + 2.0
+        if kept is None or offsets is None:
+            d = terms.q - pm[terms.point]
+            kept = np.flatnonzero((d[:, 0] ** 2 + d[:, 1] ** 2) < r**2)
+        else:
+            moved = np.hypot(*(pm - kept_pm).T)
+            redo = ~(moved <= r_prev - r)
+            cand = kept[~redo[terms.point[kept]]] if redo.any() else kept
+            if redo.any():
+                pts = np.flatnonzero(redo)
+                cand = np.sort(np.concatenate([cand, _ranges(offsets[pts], offsets[pts + 1])]))
+            d = terms.q[cand] - pm[terms.point[cand]]
+            kept = cand[(d[:, 0] ** 2 + d[:, 1] ** 2) < r**2]
+        kept_pm, r_prev = pm, r
+        T = terms.subset(kept)
         phi_terms = term_costs(T, pm, sigma)
         phi = phi_terms.sum()
         while it < max_iterations:

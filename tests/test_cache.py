@@ -204,7 +204,7 @@ def test_features_are_lazy_and_temperature_folded(pair):
     f = PairFeatures(be, pair.capped(50, 0))
     assert f._tgt == {} and f._src_maps == {}
     d = f.source_descriptors("fine")
-    assert f._tgt == {} and set(f._src_maps) == {"coarse", "fine"}
+    assert f._tgt == {} and set(f._src_maps) == {"fine"}  # level by level: the coarse one is never computed here
     raw = f._src_maps["fine"].sample(f.source_points_xy()[0])
     np.testing.assert_allclose(d.numpy(), raw.numpy() / 0.5, rtol=1e-6)
     np.testing.assert_allclose(f.raw_source_descriptors("fine").numpy(), raw.numpy(), rtol=1e-6)
@@ -213,3 +213,26 @@ def test_features_are_lazy_and_temperature_folded(pair):
     assert f._src_maps == {} and set(f._src) == {"coarse", "fine"}
     with pytest.raises(KeyError, match="no level"):
         f.target_map("medium")
+
+
+def test_shared_level_backends_extract_every_level_at_once(pair):
+    """A backend whose levels share one network pass gets one extract call per image with all its levels."""
+    be = get_backend("dsift")
+    calls = []
+    orig = be.extract
+
+    def spy(img, levels=None):
+        calls.append(tuple(levels))
+        return orig(img, levels)
+
+    be.extract = spy
+    f = PairFeatures(be, pair.capped(20, 0))
+    f.target_map("fine")
+    f.target_map("coarse")
+    assert calls == [("fine",), ("coarse",)]
+    calls.clear()
+    be.shared_levels = True
+    g = PairFeatures(be, pair.capped(20, 0))
+    g.target_map("fine")
+    g.target_map("coarse")
+    assert calls == [("coarse", "fine")] and set(g._tgt) == {"coarse", "fine"}

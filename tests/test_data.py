@@ -118,3 +118,53 @@ def test_both_layouts_and_clear_errors(tiny_root, tmp_path):
     (dst / "sparse" / "manhattan" / "1" / "points3D.bin").unlink()
     with pytest.raises(SceneError, match="points3D"):
         load_scene(dst / "sparse" / "manhattan" / "1", dst / "images")
+
+
+def test_scene_matcher_is_exact_nearest_neighbour_ratio_test():
+    """The SfM matcher of nre synth against OpenCV's brute-force matcher: same ratio-test matches (before the
+    epipolar check, which an all-zero F turns off: every Sampson distance is then 0)."""
+    import cv2
+
+    from nre.data.synth import _match
+
+    rng = np.random.default_rng(3)
+    d1 = rng.random((300, 128)).astype(np.float32) ** 3
+    d2 = np.concatenate([d1[:150] + rng.normal(0, 0.02, (150, 128)), rng.random((200, 128)) ** 3]).astype(np.float32)
+    x = rng.uniform(0, 100, (350, 2))
+    m = _match(d1, d2, x[:300], x, np.zeros((3, 3)))
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d1, d2, k=2)
+    ref = {(p[0].queryIdx, p[0].trainIdx): p[0].distance for p in knn if p[0].distance < 0.8 * p[1].distance}
+    best = {}
+    for (q, t), dist in ref.items():  # one per target keypoint: the closest
+        if t not in best or dist < best[t][1]:
+            best[t] = (q, dist)
+    assert len(best) > 100
+    assert {(q, t) for t, (q, _) in best.items()} == {tuple(r) for r in m.tolist()}
+
+
+def test_track_filter_matches_a_per_track_loop():
+    """The vectorised SfM track filter (reprojection <= 4 px in every view, largest ray angle >= 1.5 deg) against a
+    plain loop over tracks and views."""
+    from nre.data.synth import _track_filter
+    from nre.geometry import Camera, Pose, so3_exp
+
+    rng = np.random.default_rng(0)
+    cams = [Camera("PINHOLE", 640, 480, [500, 500, 320, 240]) for _ in range(6)]
+    poses = [Pose(so3_exp(rng.normal(0, 0.05, 3)), np.array([rng.normal(0, 0.3), 0, 10.0])) for _ in range(6)]
+    X = rng.normal(0, 2, (500, 3))
+    obs = []
+    for t in range(500):
+        ims = rng.choice(6, rng.integers(2, 6), replace=False)
+        xy = np.stack([cams[i].project(X[t : t + 1], poses[i])[0][0] for i in ims])
+        obs.append((ims, xy + rng.normal(0, 2.5, xy.shape)))
+    ref = np.ones(500, bool)
+    for ti, (ims, xy) in enumerate(obs):
+        for i, p in zip(ims, xy):
+            uv, ok = cams[i].project(X[ti : ti + 1], poses[i])
+            ref[ti] &= bool(ok[0]) and np.linalg.norm(uv[0] - p) <= 4.0
+        rays = np.stack([poses[i].center for i in ims]) - X[ti]
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        ref[ti] &= np.degrees(np.arccos(np.clip(rays @ rays.T, -1, 1).min())) >= 1.5
+    keep = _track_filter(X, obs, cams, poses)
+    assert 50 < ref.sum() < 450
+    np.testing.assert_array_equal(keep, ref)

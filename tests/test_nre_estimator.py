@@ -179,3 +179,23 @@ def test_msac_scorer_equals_reference_bilinear_lookup():
         uv, valid = P.camera.project(P.points3d, Pose(R[k], t[k]))
         ref = lookup_dense(dense, np.arange(300), img_to_map(uv, P.coarse.scale), valid, P.coarse.trunc).sum()
         assert got[k] == pytest.approx(ref, rel=1e-5)
+
+
+def test_descriptor_window_logprob_matches_a_per_point_loop():
+    """Local windows (clamped at the map border) against a direct per-point computation."""
+    import torch
+
+    from nre.localmaps import descriptor_window_logprob
+
+    g = torch.Generator().manual_seed(0)
+    tgt = torch.randn(8, 20, 30, generator=g)
+    src = torch.randn(50, 8, generator=g)
+    x0 = np.random.default_rng(0).integers(-3, 28, 50)
+    y0 = np.random.default_rng(1).integers(-3, 18, 50)
+    got = descriptor_window_logprob(src, tgt, x0, y0, 6, chunk_elems=1200)  # 2 points per chunk
+    for m in range(50):
+        ys = np.clip(y0[m] + np.arange(6), 0, 19)
+        xs = np.clip(x0[m] + np.arange(6), 0, 29)
+        logits = torch.einsum("d,dij->ij", src[m], tgt[:, ys][:, :, xs])
+        ref = torch.log_softmax(logits.reshape(-1), 0).reshape(6, 6).numpy()
+        np.testing.assert_allclose(got[m], ref, atol=1e-5)

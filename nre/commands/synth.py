@@ -9,12 +9,19 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output root (one folder per scene)")
     p.add_argument("--preset", default="default", choices=["tiny", "quick", "default"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=["train", "tuning", "test"],
+        choices=["train", "tuning", "test"],
+        help="splits to generate (default all; the workflow generates training scenes only for its train target)",
+    )
     p.add_argument("--jobs", type=int, default=None, help="scenes generated in parallel (default: CPU count)")
 
 
 def run(args) -> int:
     from nre.data.synth import generate
 
-    meta = generate(args.out, args.preset, args.seed, args.jobs)
+    meta = generate(args.out, args.preset, args.seed, args.jobs, tuple(args.splits))
     print(f"wrote {sum(len(v) for v in meta['splits'].values())} scenes to {args.out} in {meta['seconds']} s")
     return 0

@@ -107,7 +107,7 @@ def _check_files(model_dir: Path) -> None:
             raise SceneError(f"{model_dir}: missing {f}.bin / {f}.txt")
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)  # a chunk's job reads each of its scenes once
 def load_scene(model_dir: str | Path, image_dir: str | Path, name: str | None = None, check_images: bool = True):
     """Read a COLMAP model with pycolmap into a ``Scene`` (cached)."""
     import pycolmap
@@ -130,7 +130,7 @@ def load_scene(model_dir: str | Path, image_dir: str | Path, name: str | None = 
         if check_images and not path.exists():
             missing.append(im.name)
             continue
-        pids = np.array([p.point3D_id for p in im.points2D if p.has_point3D()], dtype=np.int64)
+        pids = np.array([p.point3D_id for p in im.get_observation_points2D()], dtype=np.int64)
         images[im.name] = SceneImage(
             im.name, cams[im.camera_id], Pose.from_pycolmap(im.cam_from_world()), np.unique(pids), path
         )

@@ -46,6 +46,7 @@ class Preset:
     n_scenes: dict  # split -> number of scenes
     n_images: dict  # split -> images per scene
     max_features: int = 2000
+    match_neighbours: int = 10  # each image is matched with its most overlapping images (see build_sfm)
 
 
 PRESETS = {
@@ -221,8 +222,8 @@ def render(faces: list[Face], cam: Camera, pose: Pose, supersample: int = 2) -> 
     sky = np.array([200, 215, 235], np.float32)
     img[:] = sky
     depth = np.full((H, W), np.inf, np.float32)
-    xs, ys = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
-    rays = np.stack([xs, ys, np.ones_like(xs)], -1) @ Kinv.T.astype(np.float32)
+    xs_all = np.arange(W, dtype=np.float32)[None, :]
+    ys_all = np.arange(H, dtype=np.float32)[:, None]
     for f in faces:
         th, tw = f.texture.shape[:2]
         corners = np.stack([f.origin, f.origin + f.u, f.origin + f.u + f.v, f.origin + f.v]) @ pose.R.T + pose.t
@@ -237,29 +238,35 @@ def render(faces: list[Face], cam: Camera, pose: Pose, supersample: int = 2) -> 
                 continue
         else:
             x0, y0, x1, y1 = 0, 0, W, H
-        win = (slice(y0, y1), slice(x0, x1))
-        r = rays[win]
+        xs, ys = xs_all[:, x0:x1], ys_all[y0:y1]
+        # ray r(x, y) = Kinv (x, y, 1) is linear in the pixel, so are r.n (plane depth denominator) and r.U, r.V
+        # (texture axes): each per-pixel quantity is one broadcast of a row and a column. The texel of each pixel's
+        # ray/plane intersection is sampled directly (robust when the plane crosses behind the camera, where a
+        # homography warp would fold).
         n_c = pose.R @ f.normal
         p_c = pose.R @ f.origin + pose.t
-        num = float(n_c @ p_c)
-        den = r @ n_c.astype(np.float32)
+        U = pose.R @ f.u / np.dot(f.u, f.u)
+        V = pose.R @ f.v / np.dot(f.v, f.v)
+        lin = Kinv.T @ np.stack([n_c, U, V], 1)  # rows: coefficients of x, y, 1 for (r.n, r.U, r.V)
+        lin = lin.astype(np.float32)
+        den = ys * lin[1, 0] + (xs * lin[0, 0] + lin[2, 0])
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = num / den
-        if not np.any((z > 0.1) & np.isfinite(z)):
+            z = np.float32(n_c @ p_c) / den
+        z[~np.isfinite(z)] = -1.0
+        front = z > 0.1
+        if not front.any():
             continue
-        # texel coordinates of each pixel's ray/plane intersection, sampled directly (robust when the plane
-        # crosses behind the camera, where a homography warp would fold)
-        X = np.where(np.isfinite(z)[..., None], r * z[..., None], 0.0)
-        rel = (X - p_c) @ np.stack([pose.R @ f.u / np.dot(f.u, f.u), pose.R @ f.v / np.dot(f.v, f.v)], 1)
-        a, b = rel[..., 0] * tw - 0.5, rel[..., 1] * th - 0.5
-        inside = (z > 0.1) & (a >= -0.5) & (a <= tw - 0.5) & (b >= -0.5) & (b <= th - 0.5) & (z < depth[win])
+        a = (z * (ys * lin[1, 1] + (xs * lin[0, 1] + lin[2, 1])) - np.float32(p_c @ U)) * tw - 0.5
+        b = (z * (ys * lin[1, 2] + (xs * lin[0, 2] + lin[2, 2])) - np.float32(p_c @ V)) * th - 0.5
+        win = (slice(y0, y1), slice(x0, x1))
+        inside = front & (a >= -0.5) & (a <= tw - 0.5) & (b >= -0.5) & (b <= th - 0.5) & (z < depth[win])
         if not inside.any():
             continue
-        tex = cv2.remap(
-            f.texture, a.astype(np.float32), b.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-        )
-        img[win][inside] = tex[inside]
-        depth[win][inside] = z[inside]
+        a[~inside] = -1.0  # never sampled: keeps remap's coordinates small
+        b[~inside] = -1.0
+        tex = cv2.remap(f.texture, a, b, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        np.copyto(img[win], tex, where=inside[..., None])
+        np.copyto(depth[win], z, where=inside)
     img = cv2.resize(img, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
     depth = depth.reshape(cam.height, s, cam.width, s).min(axis=(1, 3))
     return img, depth
@@ -301,35 +308,29 @@ def _fundamental(c1: Camera, p1: Pose, c2: Camera, p2: Pose) -> np.ndarray:
     return np.linalg.inv(c2.K).T @ E @ np.linalg.inv(c1.K)
 
 
-def _seed_c_rand(seed: int) -> None:
-    """Seed the C library's rand(), which OpenCV's FLANN uses: matches then do not depend on what the process did
-    before (scene order, worker assignment)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c")).srand(ctypes.c_uint(seed & 0xFFFFFFFF))
-    except (OSError, AttributeError):  # pragma: no cover - non-glibc platforms: matching stays approximate
-        pass
-
-
 def _match(d1, d2, x1, x2, F, ratio=0.8, max_sampson=4.0) -> np.ndarray:
-    """Ratio-test matches (FLANN kd-trees) verified against the epipolar geometry of the rendered poses."""
+    """Exact nearest-neighbour matches (brute force, one BLAS product) passing the ratio test, one per target
+    keypoint (the closest), verified against the epipolar geometry of the rendered poses (Sampson distance, px)."""
     if len(d1) < 2 or len(d2) < 2:
         return np.zeros((0, 2), int)
-    flann = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
-    _seed_c_rand(len(d1) * 7919 + len(d2))  # FLANN's randomised kd-trees draw from rand() and cv::theRNG()
-    cv2.setRNGSeed(len(d1) * 7919 + len(d2))
-    knn = flann.knnMatch(d1, d2, k=2)
-    good = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
-    m = np.array([(a.queryIdx, a.trainIdx) for a in good], dtype=int).reshape(-1, 2)
+    # ||a - b||^2 = ||a||^2 - 2 (a.b - ||b||^2 / 2): the two nearest b of each a are the two largest a.b - ||b||^2 / 2
+    n1 = np.einsum("ij,ij->i", d1, d1)
+    score = d1 @ d2.T
+    score -= 0.5 * np.einsum("ij,ij->i", d2, d2)[None, :]
+    rows = np.arange(len(d1))
+    j1 = np.argmax(score, 1)
+    s1 = score[rows, j1].copy()
+    score[rows, j1] = -np.inf
+    s2 = score.max(1)
+    dist1 = np.sqrt(np.maximum(n1 - 2 * s1, 0))
+    dist2 = np.sqrt(np.maximum(n1 - 2 * s2, 0))
+    good = dist1 < ratio * dist2
+    m = np.c_[rows[good], j1[good]]
     if len(m) == 0:
         return m
     # one match per target keypoint: keep the closest
-    dist = np.array([a.distance for a in good])
-    order = np.lexsort((dist, m[:, 1]))
+    order = np.lexsort((dist1[good], m[:, 1]))
     m = m[order][np.r_[True, m[order][1:, 1] != m[order][:-1, 1]]]
-    # geometric verification with the epipolar geometry (Sampson distance, pixels)
     a = np.c_[x1[m[:, 0]], np.ones(len(m))]
     b = np.c_[x2[m[:, 1]], np.ones(len(m))]
     Fa = a @ F.T
@@ -358,8 +359,55 @@ def _triangulate(tracks_obs, cams, poses):
     return Xh[:, :3] / Xh[:, 3:4]
 
 
-def build_sfm(images, cams, poses, visible_samples, max_features, min_overlap=30, bundle=True):
-    """SIFT -> matching of overlapping pairs -> tracks -> triangulation -> bundle adjustment.
+def _track_filter(X, tracks_obs, cams, poses, max_error: float = 4.0, min_angle_deg: float = 1.5) -> np.ndarray:
+    """(T,) mask of the tracks in front of and reprojecting within ``max_error`` px in every view, whose largest
+    triangulation angle (between any two viewing rays) is at least ``min_angle_deg``."""
+    counts = np.array([len(o[0]) for o in tracks_obs])
+    t_of = np.repeat(np.arange(len(tracks_obs)), counts)
+    pos = np.arange(len(t_of)) - np.repeat(np.cumsum(counts) - counts, counts)  # index within the track
+    im = np.concatenate([o[0] for o in tracks_obs])
+    xy = np.concatenate([o[1] for o in tracks_obs])
+    ok = np.zeros(len(t_of), bool)
+    rays = np.zeros((len(t_of), 3))
+    for i in np.unique(im):
+        m = im == i
+        uv, front = cams[i].project(X[t_of[m]], poses[i])
+        ok[m] = front & (np.linalg.norm(uv - xy[m], axis=1) <= max_error)
+        rays[m] = poses[i].center - X[t_of[m]]
+    keep = np.ones(len(tracks_obs), bool)
+    np.logical_and.at(keep, t_of, ok)
+    rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-300)
+    min_cos = np.ones(len(tracks_obs))
+    for d in range(1, counts.max()):  # every pair of views of a track: observation p with p + d
+        p = np.flatnonzero(pos + d < counts[t_of])
+        np.minimum.at(min_cos, t_of[p], np.einsum("ij,ij->i", rays[p], rays[p + d]))
+    return keep & (np.degrees(np.arccos(np.clip(min_cos, -1, 1))) >= min_angle_deg)
+
+
+def match_pairs(visible_samples, min_overlap: int = 30, neighbours: int | None = 10) -> list[tuple[int, int]]:
+    """Image pairs to match (i < j): each image with its ``neighbours`` most overlapping images (shared visible
+    landmark samples, at least ``min_overlap``; ties by image index), as COLMAP's spatial matching does with pose
+    priors; ``None`` or 0: every overlapping pair. Tracks still span distant views through their neighbours."""
+    n = len(visible_samples)
+    ov = np.zeros((n, n), int)
+    for i in range(n):
+        for j in range(i + 1, n):
+            ov[i, j] = ov[j, i] = len(visible_samples[i] & visible_samples[j])
+    keep = ov >= min_overlap
+    np.fill_diagonal(keep, False)
+    if neighbours:
+        near = np.zeros_like(keep)
+        for i in range(n):
+            order = np.argsort(-ov[i], kind="stable")
+            top = [j for j in order if keep[i, j]][:neighbours]
+            near[i, top] = True
+        keep = near | near.T
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if keep[i, j]]
+
+
+def build_sfm(images, cams, poses, visible_samples, max_features, min_overlap=30, bundle=True, neighbours=10):
+    """SIFT -> matching of neighbouring overlapping pairs (``match_pairs``) -> tracks -> triangulation -> bundle
+    adjustment.
 
     Returns (sfm reconstruction, truth reconstruction, keypoints)."""
     import pycolmap
@@ -370,14 +418,11 @@ def build_sfm(images, cams, poses, visible_samples, max_features, min_overlap=30
     kps, descs = _sift(images, max_features)
     offs = np.concatenate([[0], np.cumsum([len(k) for k in kps])])
     rows, cols = [], []
-    for i in range(n):
-        for j in range(i + 1, n):
-            if len(visible_samples[i] & visible_samples[j]) < min_overlap:
-                continue
-            F = _fundamental(cams[i], poses[i], cams[j], poses[j])
-            m = _match(descs[i], descs[j], kps[i], kps[j], F)
-            rows.append(offs[i] + m[:, 0])
-            cols.append(offs[j] + m[:, 1])
+    for i, j in match_pairs(visible_samples, min_overlap, neighbours):
+        F = _fundamental(cams[i], poses[i], cams[j], poses[j])
+        m = _match(descs[i], descs[j], kps[i], kps[j], F)
+        rows.append(offs[i] + m[:, 0])
+        cols.append(offs[j] + m[:, 1])
     N = offs[-1]
     r = np.concatenate(rows) if rows else np.zeros(0, int)
     c = np.concatenate(cols) if cols else np.zeros(0, int)
@@ -403,21 +448,7 @@ def build_sfm(images, cams, poses, visible_samples, max_features, min_overlap=30
     obs = [(t[0], np.stack([kps[i][k] for i, k in zip(*t)])) for t in tracks]
     X = _triangulate(obs, cams, poses)
     # filter: positive depth, reprojection < 4 px everywhere, triangulation angle > 1.5 deg
-    keep = np.ones(len(tracks), bool)
-    for ti, ((ims, _), (_, xy)) in enumerate(zip(tracks, obs)):
-        pts = []
-        for im_i, p in zip(ims, xy):
-            uv, ok = cams[im_i].project(X[ti : ti + 1], poses[im_i])
-            if not ok[0] or np.linalg.norm(uv[0] - p) > 4.0:
-                keep[ti] = False
-                break
-            pts.append(poses[im_i].center)
-        if keep[ti]:
-            rays = np.stack(pts) - X[ti]
-            rays /= np.linalg.norm(rays, axis=1, keepdims=True)
-            cosang = np.clip(rays @ rays.T, -1, 1)
-            if np.degrees(np.arccos(cosang.min())) < 1.5:
-                keep[ti] = False
+    keep = _track_filter(X, obs, cams, poses)
 
     def make_rec(with_poses):
         rec = pycolmap.Reconstruction()
@@ -480,7 +511,9 @@ def noise_floor(sfm, truth) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- driver
-def generate_scene(out: Path, name: str, split: str, n_images: int, seed: int, photos: dict, max_features: int):
+def generate_scene(
+    out: Path, name: str, split: str, n_images: int, seed: int, photos: dict, max_features: int, neighbours: int = 10
+):
     rng = rng_for(seed, "scene", name)
     faces = make_scene(rng, split, photos)
     rigs = make_cameras(rng, n_images)
@@ -504,7 +537,7 @@ def generate_scene(out: Path, name: str, split: str, n_images: int, seed: int, p
         visible.append(set(np.flatnonzero(ok).tolist()))
     cams = [c for c, _ in rigs]
     poses = [p for _, p in rigs]
-    sfm, truth = build_sfm(images, cams, poses, visible, max_features)
+    sfm, truth = build_sfm(images, cams, poses, visible, max_features, neighbours=neighbours)
     for sub, rec in (("sparse", sfm), ("truth", truth)):
         (out / name / sub).mkdir(parents=True, exist_ok=True)
         rec.write_binary(str(out / name / sub))
@@ -515,27 +548,35 @@ def generate_scene(out: Path, name: str, split: str, n_images: int, seed: int, p
 
 
 def _scene_job(args):
-    out, name, split, n_images, seed, max_features = args
+    out, name, split, n_images, seed, max_features, neighbours = args
     photos = {n: _photo(n) for n in PHOTOS[split] + GROUND[split]}
     t1 = time.perf_counter()
-    noise = generate_scene(Path(out), name, split, n_images, seed, photos, max_features)
+    noise = generate_scene(Path(out), name, split, n_images, seed, photos, max_features, neighbours)
     return name, split, noise, time.perf_counter() - t1
 
 
-def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int | None = None) -> dict:
-    """Generate every scene of a preset (in parallel over ``jobs`` processes; each scene is seeded by its name, so
-    the output does not depend on ``jobs``)."""
+SPLITS = ("train", "tuning", "test")
+
+
+def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int | None = None, splits=SPLITS) -> dict:
+    """Generate the scenes of a preset's ``splits`` (in parallel over ``jobs`` processes; each scene is seeded by its
+    name, so a scene does not depend on ``jobs``, on the other splits, nor on the folder it is written to).
+    ``OUT/scenes.yaml`` lists the splits generated here."""
     import os
     from concurrent.futures import ProcessPoolExecutor
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    bad = [x for x in splits if x not in SPLITS]
+    if bad or not splits:
+        raise ValueError(f"unknown splits {bad or list(splits)}; choose from {list(SPLITS)}")
     p = PRESETS[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = [
-        (str(out), f"{split}_{i:02d}", split, p.n_images[split], seed, p.max_features)
-        for split in ("train", "tuning", "test")
+        (str(out), f"{split}_{i:02d}", split, p.n_images[split], seed, p.max_features, p.match_neighbours)
+        for split in SPLITS
+        if split in splits
         for i in range(p.n_scenes[split])
     ]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))

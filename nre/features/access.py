@@ -1,8 +1,10 @@
 """``PairFeatures``: lazy descriptor access for one pair (implements ``nre.problem.FeatureAccess``).
 
-The target image's descriptor maps (all levels in one extraction) and the source descriptors of the query points
-are computed on first use and kept. Source descriptors are sampled bilinearly (``DenseFeatures.sample``) at the
-points' projections with the source camera and pose. The backend's softmax temperature is folded into the source
+The target image's descriptor maps and the source descriptors of the query points are computed on first use, level
+by level (an estimator that reads only the fine level never pays for the coarse one), and kept; a backend whose
+levels share one network pass (``shared_levels = True``, e.g. S2DNet) extracts all its levels at once. Source
+descriptors are sampled bilinearly (``DenseFeatures.sample``) at the points' projections with the source camera and
+pose. The backend's softmax temperature is folded into the source
 descriptors (divided by it), so every dot product ``source . target`` is directly a logit of the correspondence
 map: pass ``temperature=1`` to ``nre.maps.dense_maps``. ``raw_source_descriptors`` gives them before the
 temperature (FPR compares descriptors, not logits).
@@ -27,21 +29,29 @@ class PairFeatures:
         self._src: dict[str, torch.Tensor] = {}
         self._src_maps: dict[str, DenseFeatures] = {}
         self._src_xy: tuple[np.ndarray, np.ndarray] | None = None
+        self._images: dict[str, np.ndarray] = {}
 
     def _extract(self, side: str, level: str) -> DenseFeatures:
         cache = self._tgt if side == "target" else self._src_maps
         if level not in cache:
             if level not in self.levels:
                 raise KeyError(f"backend {self.backend.name!r} has no level {level!r} (has {self.levels})")
-            path = self.pair.target_image if side == "target" else self.pair.source_image
-            img = load_image(path)
-            cam = self.pair.target_camera if side == "target" else self.pair.source_camera
-            if (img.shape[1], img.shape[0]) != cam.size:
-                raise ValueError(
-                    f"{path}: image is {img.shape[1]}x{img.shape[0]} but its camera says {cam.width}x{cam.height}"
-                )
-            missing = tuple(lv for lv in self.levels if lv not in cache)
-            cache.update(self.backend.extract(img, missing))
+            if side not in self._images:
+                path = self.pair.target_image if side == "target" else self.pair.source_image
+                img = load_image(path)
+                cam = self.pair.target_camera if side == "target" else self.pair.source_camera
+                if (img.shape[1], img.shape[0]) != cam.size:
+                    raise ValueError(
+                        f"{path}: image is {img.shape[1]}x{img.shape[0]} but its camera says {cam.width}x{cam.height}"
+                    )
+                self._images[side] = img
+            if getattr(self.backend, "shared_levels", False):
+                wanted = tuple(lv for lv in self.levels if lv not in cache)
+            else:
+                wanted = (level,)
+            cache.update(self.backend.extract(self._images[side], wanted))
+            if all(lv in self._tgt and lv in self._src_maps for lv in self.levels):
+                self._images.clear()
         return cache[level]
 
     def source_points_xy(self) -> tuple[np.ndarray, np.ndarray]:
@@ -81,3 +91,4 @@ class PairFeatures:
             if lv not in self._src:
                 self.source_descriptors(lv)
         self._src_maps.clear()
+        self._images.pop("source", None)

@@ -52,7 +52,19 @@ IMPLS = ("torch", "opencv")
 
 
 def _separable(x: torch.Tensor, k: torch.Tensor, pad_mode: str) -> torch.Tensor:
-    """Convolve (1, C, H, W) with the 1D kernel k along x then y (same size; replicate or zero padding)."""
+    """Convolve (1, C, H, W) with the symmetric 1D kernel k along x then y (same size; replicate or zero padding).
+    OpenCV's separable filter per channel: measured 3-4x faster than torch's depthwise conv2d on CPU (same values
+    to float32 rounding); float64 inputs (long running sums) and other devices go through torch."""
+    if x.dtype == torch.float32 and x.device.type == "cpu":
+        import cv2
+
+        border = cv2.BORDER_CONSTANT if pad_mode == "zeros" else cv2.BORDER_REPLICATE
+        kn = k.to(torch.float32).numpy()
+        xs = x[0].contiguous().numpy()
+        out = np.empty_like(xs)
+        for c in range(xs.shape[0]):
+            out[c] = cv2.sepFilter2D(xs[c], -1, kn, kn, borderType=border)
+        return torch.from_numpy(out)[None]
     r = (len(k) - 1) // 2
     c = x.shape[1]
     kx = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1)

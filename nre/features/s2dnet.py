@@ -152,6 +152,8 @@ class S2DNetBackend(FeatureBackend):
             "max_size": self.max_size,
         }
 
+    shared_levels = True  # one VGG pass serves every level: PairFeatures extracts them together
+
     @torch.no_grad()
     def extract(self, image: np.ndarray, levels=None) -> dict[str, DenseFeatures]:
         levels = self.levels if levels is None else levels

@@ -12,6 +12,7 @@ FIGS = config.get("figures", {})
 ENV = "../../environment.yml"
 EVAL = f"{OUT}/eval"
 SCENES = f"{ROOT}/scenes.yaml" if config["data"].get("synth") else []
+TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"].get("synth") else []
 
 
 def jdump(d):

@@ -1,7 +1,7 @@
 if config["data"].get("synth"):
 
     rule scenes:
-        """The embedded default's scenes (MegaDepth layout, renderer truth in <scene>/truth/)."""
+        """The embedded default's tuning and test scenes (MegaDepth layout, renderer truth in <scene>/truth/)."""
         output:
             f"{ROOT}/scenes.yaml",
         params:
@@ -13,7 +13,23 @@ if config["data"].get("synth"):
         conda:
             ENV
         shell:
-            "nre synth --out {params.root} --preset {params.preset} --seed {params.seed} > {log} 2>&1"
+            "nre synth --out {params.root} --preset {params.preset} --seed {params.seed} --splits tuning test"
+            " > {log} 2>&1"
+
+    rule train_scenes:
+        """The embedded default's training scenes, in their own root ROOT/train: only the `train` target needs them."""
+        output:
+            TRAIN_SCENES,
+        params:
+            root=lambda w, output: os.path.dirname(output[0]),
+            preset=config["data"]["synth"]["preset"],
+            seed=config["data"]["synth"].get("seed", SEED),
+        log:
+            f"{OUT}/logs/train_scenes.log",
+        conda:
+            ENV
+        shell:
+            "nre synth --out {params.root} --preset {params.preset} --seed {params.seed} --splits train > {log} 2>&1"
 
 
 rule pairs:
@@ -40,17 +56,18 @@ rule pairs:
 
 rule train:
     """Feature learning (Eq. 10) of the compact NRE networks on the training scenes of ROOT: its own target
-    (`snakemake train`), never part of `all`. Resumes from OUT/train/<level>/last.pth after an interruption.
+    (`snakemake train`), never part of `all`. On the embedded default the training scenes are generated for it
+    in ROOT/train (rule train_scenes). Resumes from OUT/train/<level>/last.pth after an interruption.
     The weights land in OUT/train/weights/; copy them to nre/weights/ on purpose to ship them."""
     input:
-        SCENES,
+        TRAIN_SCENES or SCENES,
     output:
         coarse=f"{OUT}/train/weights/compact_coarse.pth",
         fine=f"{OUT}/train/weights/compact_fine.pth",
     params:
         cfg=config.get("train", {}).get("config", "config/train.yaml"),
         outdir=lambda w, output: os.path.dirname(os.path.dirname(output.coarse)),
-        root=lambda w: ROOT,
+        root=lambda w: os.path.dirname(TRAIN_SCENES) if TRAIN_SCENES else ROOT,
     threads: 2
     resources:
         gpu=1,
