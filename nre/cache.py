@@ -15,6 +15,7 @@ an error asking to recompute, never a silent reuse.
 | coarse_shape, _offsets, _cells, _values, _trunc, _scale | | coarse sparse truncated loss maps (SparseLossMaps) |
 | coarse_argmax | int16 (N, 2) | argmax cell (x, y) of each dense coarse map |
 | coarse_score, coarse_entropy | float32 (N,) | its probability; the map's entropy (nats) |
+| has_matches | bool | False for a coarse-only cache (``nre maps --no-matches``): the keys below are then absent |
 | match_xy | float32 (N, 2) | argmax of each dense map at the dense level, in target image pixels |
 | match_score, match_entropy | float32 (N,) | its probability; the map's entropy |
 | dense_shape, dense_scale | (2,) | the dense level's grid (h, w) and scale (its maps are never stored) |
@@ -74,18 +75,23 @@ def _compute(
     coarse_level: str | None = None,
     dense_level: str | None = None,
     chunk: int = 256,
+    matches: bool = True,
 ) -> tuple[dict, PairFeatures, PairData]:
     pair = pair.capped(max_points, seed)
     cl, dl = _levels(backend, coarse_level, dense_level)
     feats = PairFeatures(backend, pair)
     t0 = time.perf_counter()
-    src_c, src_d = feats.source_descriptors(cl), feats.source_descriptors(dl)  # temperature folded in
-    feats.release_source_maps()  # only the sampled query descriptors are needed from now on
-    tc, td = feats.target_features(cl), feats.target_features(dl)
+    src_c = feats.source_descriptors(cl)  # temperature folded in
+    src_d = feats.source_descriptors(dl) if matches else None
+    if matches:
+        feats.release_source_maps()  # only the sampled query descriptors are needed from now on
+    tc = feats.target_features(cl)
+    td = feats.target_features(dl) if matches else None
     t1 = time.perf_counter()
     coarse, cstats = dense_maps(src_c, tc.desc, 1.0, tc.scale, True, chunk)
     t2 = time.perf_counter()
-    _, dstats = dense_maps(src_d, td.desc, 1.0, td.scale, False, chunk)
+    if matches:
+        _, dstats = dense_maps(src_d, td.desc, 1.0, td.scale, False, chunk)
     t3 = time.perf_counter()
     idx = np.asarray(pair.meta.get("point_index", np.arange(pair.n)), dtype=np.int32)
     arrays = {
@@ -103,13 +109,17 @@ def _compute(
         "coarse_argmax": cstats.argmax_xy.astype(np.int16),
         "coarse_score": cstats.score.astype(np.float32),
         "coarse_entropy": cstats.entropy.astype(np.float32),
-        "match_xy": map_to_img(dstats.argmax_xy, td.scale).astype(np.float32),
-        "match_score": dstats.score.astype(np.float32),
-        "match_entropy": dstats.entropy.astype(np.float32),
-        "dense_shape": np.array(td.desc.shape[1:]),
-        "dense_scale": np.asarray(td.scale, dtype=float),
+        "has_matches": np.array(bool(matches)),
         "seconds": np.array([t1 - t0, t2 - t1, t3 - t2, t3 - t0]),
     }
+    if matches:
+        arrays.update(
+            match_xy=map_to_img(dstats.argmax_xy, td.scale).astype(np.float32),
+            match_score=dstats.score.astype(np.float32),
+            match_entropy=dstats.entropy.astype(np.float32),
+            dense_shape=np.array(td.desc.shape[1:]),
+            dense_scale=np.asarray(td.scale, dtype=float),
+        )
     arrays["coarse_offsets"] = arrays["coarse_offsets"].astype(np.int32 if coarse.nnz < 2**31 else np.int64)
     if coarse.shape[0] * coarse.shape[1] <= 2**16:
         arrays["coarse_cells"] = arrays["coarse_cells"].astype(np.uint16)
@@ -125,10 +135,13 @@ def compute_pair_cache(
     coarse_level: str | None = None,
     dense_level: str | None = None,
     chunk: int = 256,
+    matches: bool = True,
 ) -> dict:
     """The cache arrays of a pair (capped here with ``PairData.capped(max_points, seed)``; a pair capped already
-    with the same values is unchanged). Levels default to the backend's first (coarse) and last (finest)."""
-    return _compute(pair, backend, max_points, seed, coarse_level, dense_level, chunk)[0]
+    with the same values is unchanged). Levels default to the backend's first (coarse) and last (finest).
+    ``matches=False``: coarse maps only (no dense-level argmax, so no finest-level features either), for a backend
+    on which only coarse-to-fine NRE runs (it reads the coarse maps and computes its fine windows itself)."""
+    return _compute(pair, backend, max_points, seed, coarse_level, dense_level, chunk, matches)[0]
 
 
 def save(path: str | Path, arrays: dict) -> Path:
@@ -182,12 +195,20 @@ def read_identity(path: str | Path) -> dict | None:
 
 
 def is_current(
-    path: str | Path, pair_id: str, backend: FeatureBackend, max_points: int | None = None, seed: int | None = None
+    path: str | Path,
+    pair_id: str,
+    backend: FeatureBackend,
+    max_points: int | None = None,
+    seed: int | None = None,
+    matches: bool = True,
 ) -> bool:
-    """True if ``path`` holds this pair's cache with this layout, backend options and (when given) cap and seed."""
+    """True if ``path`` holds this pair's cache with this layout, backend options and (when given) cap and seed;
+    with ``matches``, only a cache that has the dense-level matches (a coarse-only one is recomputed)."""
     ident = read_identity(path)
     if ident is None:
         return False
+    if matches and not bool((read_fields(path, ["has_matches"]) or {}).get("has_matches", True)):
+        return False  # a coarse-only cache (absent key: a cache with matches, made before the key existed)
     ok = (
         ident["version"] == CACHE_VERSION
         and ident["maps_format"] == FORMAT_VERSION
@@ -225,11 +246,16 @@ def problem_from_arrays(
         np.asarray(arrays["coarse_entropy"], dtype=np.float32),
         -np.log(np.maximum(score, 1e-30)),
     )
-    matches = Matches(
-        np.asarray(arrays["match_xy"], dtype=np.float64),
-        np.asarray(arrays["match_score"], dtype=np.float32),
-        np.asarray(arrays["match_entropy"], dtype=np.float32),
-    )
+    matches = None
+    extras = {"pair": pair}
+    if "match_xy" in arrays:  # a coarse-only cache (nre maps --no-matches) has none: RE estimators then fail
+        matches = Matches(
+            np.asarray(arrays["match_xy"], dtype=np.float64),
+            np.asarray(arrays["match_score"], dtype=np.float32),
+            np.asarray(arrays["match_entropy"], dtype=np.float32),
+        )
+        extras["dense_shape"] = tuple(int(v) for v in arrays["dense_shape"])
+        extras["dense_scale"] = np.asarray(arrays["dense_scale"], dtype=float)
     return Problem(
         pair_id=pair.pair_id,
         points3d=pair.points3d,
@@ -240,11 +266,7 @@ def problem_from_arrays(
         coarse_maps=coarse,
         coarse_stats=stats,
         features=PairFeatures(backend, pair) if backend is not None else None,
-        extras={
-            "dense_shape": tuple(int(v) for v in arrays["dense_shape"]),
-            "dense_scale": np.asarray(arrays["dense_scale"], dtype=float),
-            "pair": pair,
-        },
+        extras=extras,
     )
 
 

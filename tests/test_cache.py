@@ -236,3 +236,48 @@ def test_shared_level_backends_extract_every_level_at_once(pair):
     g.target_map("fine")
     g.target_map("coarse")
     assert calls == [("coarse", "fine")] and set(g._tgt) == {"coarse", "fine"}
+
+
+def test_coarse_only_cache(pair, backend, arrays, tmp_path):
+    """``matches=False`` (nre maps --no-matches): the same coarse maps, no matches and no finest-level features
+    computed; the Problem has no matches (RE estimators then fail with a reason) and coarse-to-fine NRE gives the
+    same poses as from a full cache; a request with matches recomputes a coarse-only cache."""
+    from baselines.nre import NreCoarseToFine
+    from baselines.re_ransac import LoRansacPoselib
+
+    calls = []
+    orig = backend.extract
+
+    def spy(img, levels=None):
+        calls.append(tuple(levels))
+        return orig(img, levels)
+
+    backend.extract = spy
+    try:
+        coarse_only = cache.compute_pair_cache(pair, backend, 400, 3, matches=False)
+    finally:
+        backend.extract = orig
+    assert calls == [("coarse",), ("coarse",)]  # source and target, coarse level only
+    assert not bool(coarse_only["has_matches"]) and "match_xy" not in coarse_only
+    for k in ("coarse_offsets", "coarse_cells", "coarse_values", "coarse_argmax", "point_index"):
+        np.testing.assert_array_equal(coarse_only[k], arrays[k])
+    full_path, coarse_path = tmp_path / "full.npz", tmp_path / "coarse.npz"
+    cache.save(full_path, arrays)
+    cache.save(coarse_path, coarse_only)
+    pid = str(arrays["pair_id"])
+    assert cache.is_current(coarse_path, pid, backend, 400, 3, matches=False)
+    assert not cache.is_current(coarse_path, pid, backend, 400, 3)  # matches wanted: recompute
+    assert cache.is_current(full_path, pid, backend, 400, 3, matches=False)  # a full cache serves both
+    capped = pair.capped(400, 3)
+    p_full = cache.load_problem(capped, full_path, 5, backend)
+    p_coarse = cache.load_problem(capped, coarse_path, 5, backend)
+    assert p_coarse.matches is None and "dense_shape" not in p_coarse.extras
+    [[fail]] = LoRansacPoselib().run(p_coarse, [{"threshold": 8}])
+    assert not fail.success and "no matches" in fail.failure_reason
+    [a] = NreCoarseToFine().run(p_full, [{}])
+    [b] = NreCoarseToFine().run(p_coarse, [{}])
+    for ra, rb in zip(a, b):
+        assert ra.success == rb.success
+        if ra.success:
+            np.testing.assert_array_equal(ra.pose.R, rb.pose.R)
+            np.testing.assert_array_equal(ra.pose.t, rb.pose.t)

@@ -33,6 +33,11 @@ def add_arguments(p):
     p.add_argument("--out-dir", required=True)
     p.add_argument("--manifest", default=None, help="CSV: one row per pair (status, error, seconds)")
     p.add_argument("--force", action="store_true", help="recompute even when a current cache exists")
+    p.add_argument(
+        "--no-matches",
+        action="store_true",
+        help="coarse maps only (no dense-level argmax matches): for a backend that only coarse-to-fine NRE uses",
+    )
     p.add_argument("--export-h5", default=None, help="also write matches and coarse maps of the chunk to this HDF5")
 
 
@@ -47,6 +52,8 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_matches and args.export_h5:
+        raise SystemExit("nre maps: --export-h5 writes matches; it cannot be combined with --no-matches")
     backend = get_backend(args.features, **json_arg(args.features_options, "--features-options", "nre maps"))
     table = pd.read_csv(args.pairs)
     if "pair_id" not in table.columns:
@@ -62,7 +69,9 @@ def run(args) -> int:
         path = out / f"{pid}.npz"
         rec = {"pair_id": pid, "path": str(path), "status": "ok", "error": "", "cached": False, "n_points": 0}
         try:
-            current = not args.force and cache.is_current(path, pid, backend, args.max_points, args.seed)
+            current = not args.force and cache.is_current(
+                path, pid, backend, args.max_points, args.seed, matches=not args.no_matches
+            )
             if current and not args.export_h5:
                 rec["cached"] = True
                 rec["n_points"] = len(cache.read_fields(path, ["point_index"])["point_index"])
@@ -72,7 +81,9 @@ def run(args) -> int:
                     arrays = cache.load(path)
                     rec["cached"] = True
                 else:
-                    arrays = cache.compute_pair_cache(pair, backend, args.max_points, args.seed)
+                    arrays = cache.compute_pair_cache(
+                        pair, backend, args.max_points, args.seed, matches=not args.no_matches
+                    )
                     cache.save(path, arrays)
                 rec["n_points"] = int(len(arrays["point_index"]))
                 if args.export_h5:

@@ -10,6 +10,9 @@ rule maps:
         maxpts=MAXPTS,
         seed=SEED,
         outdir=lambda w: f"{OUT}/maps/{w.features}",
+        # only the Table 1 backend feeds the RE estimators; on the others only coarse-to-fine NRE runs, which
+        # needs the coarse maps and computes its own fine windows: no dense-level matches, no fine features here
+        matches=lambda w: "" if w.features == T1 else " --no-matches",
     threads: 2
     log:
         f"{OUT}/logs/maps/{{features}}_{{chunk}}.log",
@@ -19,4 +22,4 @@ rule maps:
         "nre maps --pairs {input.pairs} --root {params.root} --features {wildcards.features}"
         " --features-options '{params.options}' --chunk {params.chunk} --max-points {params.maxpts}"
         " --seed {params.seed} --threads {threads} --out-dir {params.outdir}"
-        " --manifest {output.manifest} > {log} 2>&1"
+        " --manifest {output.manifest}{params.matches} > {log} 2>&1"
