@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nre.geometry import Camera, Pose
+from nre.msac import _ragged
 
 DEFAULT_SIGMAS = (2.0, 1.0, 0.9, 0.8, 0.7, 0.6)
 
@@ -91,13 +92,6 @@ def _sorted(a: np.ndarray) -> bool:
     return bool(len(a) < 2 or np.all(a[1:] >= a[:-1]))
 
 
-def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Concatenated arange(starts[i], ends[i])."""
-    counts = ends - starts
-    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + within
-
-
 def reproject(pose: Pose, points3d: np.ndarray, camera: Camera, scale: np.ndarray):
     """Map positions (N, 2), in-front mask and Jacobians (N, 2, 6) in map cells; behind the camera -> far away."""
     uv, valid, J = camera.project_with_jacobian(points3d, pose)
@@ -145,10 +139,11 @@ def refine(
         else:
             moved = np.hypot(*(pm - kept_pm).T)
             redo = ~(moved <= r_prev - r)
-            cand = kept[~redo[terms.point[kept]]] if redo.any() else kept
+            cand = kept
             if redo.any():
                 pts = np.flatnonzero(redo)
-                cand = np.sort(np.concatenate([cand, _ranges(offsets[pts], offsets[pts + 1])]))
+                full = _ragged(offsets[pts], offsets[pts + 1] - offsets[pts])
+                cand = np.sort(np.concatenate([kept[~redo[terms.point[kept]]], full]))
             d = terms.q[cand] - pm[terms.point[cand]]
             kept = cand[(d[:, 0] ** 2 + d[:, 1] ** 2) < r**2]
         kept_pm, r_prev = pm, r

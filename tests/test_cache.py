@@ -215,17 +215,23 @@ def test_features_are_lazy_and_temperature_folded(pair):
         f.target_map("medium")
 
 
-def test_shared_level_backends_extract_every_level_at_once(pair):
-    """A backend whose levels share one network pass gets one extract call per image with all its levels."""
-    be = get_backend("dsift")
+def _spy_extract(backend) -> list:
+    """Record the levels of every ``backend.extract`` call (on this backend object only)."""
     calls = []
-    orig = be.extract
+    orig = backend.extract
 
     def spy(img, levels=None):
         calls.append(tuple(levels))
         return orig(img, levels)
 
-    be.extract = spy
+    backend.extract = spy
+    return calls
+
+
+def test_shared_level_backends_extract_every_level_at_once(pair):
+    """A backend whose levels share one network pass gets one extract call per image with all its levels."""
+    be = get_backend("dsift")
+    calls = _spy_extract(be)
     f = PairFeatures(be, pair.capped(20, 0))
     f.target_map("fine")
     f.target_map("coarse")
@@ -245,18 +251,9 @@ def test_coarse_only_cache(pair, backend, arrays, tmp_path):
     from baselines.nre import NreCoarseToFine
     from baselines.re_ransac import LoRansacPoselib
 
-    calls = []
-    orig = backend.extract
-
-    def spy(img, levels=None):
-        calls.append(tuple(levels))
-        return orig(img, levels)
-
-    backend.extract = spy
-    try:
-        coarse_only = cache.compute_pair_cache(pair, backend, 400, 3, matches=False)
-    finally:
-        backend.extract = orig
+    be = get_backend("dsift")  # a fresh object: the module's backend fixture stays unspied
+    calls = _spy_extract(be)
+    coarse_only = cache.compute_pair_cache(pair, be, 400, 3, matches=False)
     assert calls == [("coarse",), ("coarse",)]  # source and target, coarse level only
     assert not bool(coarse_only["has_matches"]) and "match_xy" not in coarse_only
     for k in ("coarse_offsets", "coarse_cells", "coarse_values", "coarse_argmax", "point_index"):
