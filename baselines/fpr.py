@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from baselines.base import Estimator
 from nre.geometry import Camera, Pose, R_to_quat_wxyz, img_to_map
@@ -162,8 +161,8 @@ class FeaturemetricRefinement(Estimator):
             levels.append(
                 (
                     lv,
-                    torch.as_tensor(src).numpy().astype(np.float32),
-                    torch.as_tensor(feats.target_map(lv)).numpy().astype(np.float32),
+                    np.asarray(src, dtype=np.float32),  # torch tensors (CPU) or arrays alike
+                    np.asarray(feats.target_map(lv), dtype=np.float32),
                     feats.target_scale(lv),
                 )
             )

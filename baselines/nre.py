@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from baselines.base import Estimator
-from nre.estimator import NreOptions, nre_coarse_to_fine, nre_single_level, re_gaussian
+from nre.options import NreOptions  # the estimators themselves are imported when they run (torch)
 
 
 def _options(opts: dict) -> NreOptions:
@@ -26,6 +26,8 @@ class NreCoarseToFine(Estimator):
     stages = ("p3p", "coarse_gnc", "fine_gnc")
 
     def estimate_many(self, problem, settings):
+        from nre.estimator import nre_coarse_to_fine
+
         return [nre_coarse_to_fine(problem, _options({**self.options, **s})) for s in settings]
 
 
@@ -38,6 +40,8 @@ class NreSingleLevel(Estimator):
     needs = frozenset({"features"})
 
     def estimate_many(self, problem, settings):
+        from nre.estimator import nre_single_level
+
         return [[nre_single_level(problem, _options({**self.options, **s}))] for s in settings]
 
 
@@ -51,5 +55,7 @@ class ReGaussian(Estimator):
     needs = frozenset({"matches"})
 
     def estimate_many(self, problem, settings):
+        from nre.estimator import re_gaussian
+
         res = re_gaussian(problem, [float(s["sigma"]) for s in settings], _options(self.options))
         return [[r] for r in res]

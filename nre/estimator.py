@@ -17,7 +17,6 @@ and a test checks that the result does not depend on the dense grid's stride).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,23 +32,9 @@ from nre.localmaps import (  # noqa: F401  (re-exported: the local-map API used 
 )
 from nre.maps import SparseLossMaps, dense_maps, log_omega, sparse_argmin, sparse_entropy, sparse_lookup
 from nre.msac import DenseTableScorer, OneHotScorer, msac, sampling_weights
+from nre.options import NreOptions  # noqa: F401  (re-exported: it used to live here)
 from nre.problem import EstimateResult, Problem
 from nre.seeding import rng_for
-
-
-@dataclass
-class NreOptions:
-    msac_iterations: int = 5000
-    best_fraction: float = 0.25
-    coarse_sigmas: tuple = DEFAULT_SIGMAS
-    fine_sigmas: tuple = DEFAULT_SIGMAS
-    max_iterations: int = 100
-    window: int = 16
-    margin_px: float = 8.0
-    local_norm: str = "reference"  # nre.localmaps: "reference" (divide by the window cells) or "mass"
-    p3p_solver: str = "numpy"  # nre.p3p.p3p_batch, or "poselib" (one call per sample)
-    coarse_level: str = "coarse"
-    fine_level: str = "fine"
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -77,11 +77,25 @@ def quat_wxyz_to_R(q: np.ndarray) -> np.ndarray:
 
 
 def R_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) -> unit quaternion (w, x, y, z) with w >= 0."""
-    from scipy.spatial.transform import Rotation
+    """Rotation matrix (3, 3) -> unit quaternion (w, x, y, z) with w >= 0.
 
-    x, y, z, w = Rotation.from_matrix(np.asarray(R, dtype=float)).as_quat()
-    q = np.array([w, x, y, z])
+    Markley's method: build the quaternion from the largest of trace(R), R_00, R_11, R_22 (never a small
+    denominator, exact at 180 degrees), then normalise. Equal to scipy's ``Rotation.from_matrix`` to rounding
+    (tested); done here because importing scipy.spatial costs every job ~0.4 s."""
+    m = np.asarray(R, dtype=float).reshape(3, 3)
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    c = int(np.argmax([m[0, 0], m[1, 1], m[2, 2], tr]))
+    q = np.empty(4)  # (x, y, z, w)
+    if c == 3:
+        q[:] = m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1], 1.0 + tr
+    else:
+        i, j, k = c, (c + 1) % 3, (c + 2) % 3
+        q[i] = 1.0 - tr + 2.0 * m[i, i]
+        q[j] = m[j, i] + m[i, j]
+        q[k] = m[k, i] + m[i, k]
+        q[3] = m[k, j] - m[j, k]
+    q /= np.linalg.norm(q)
+    q = np.array([q[3], q[0], q[1], q[2]])
     return q if q[0] >= 0 else -q
 
 

@@ -27,8 +27,7 @@ import numpy as np
 
 from nre.geometry import Camera, Pose
 from nre.msac import _ragged
-
-DEFAULT_SIGMAS = (2.0, 1.0, 0.9, 0.8, 0.7, 0.6)
+from nre.options import DEFAULT_SIGMAS
 
 
 @dataclass

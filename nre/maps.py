@@ -16,9 +16,12 @@ is entirely "out".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 
@@ -202,6 +205,8 @@ def lookup_dense(dense: np.ndarray, point_idx: np.ndarray, xy: np.ndarray, valid
 # ----------------------------------------------------------------------------------------------- engine
 def correspondence_logits(src_desc: torch.Tensor, tgt_map: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log correspondence maps: (N, D) x (D, h, w) -> (N, h*w) log-softmax over the cells."""
+    import torch
+
     D, h, w = tgt_map.shape
     logits = src_desc @ tgt_map.reshape(D, h * w)
     if temperature != 1.0:
@@ -233,6 +238,8 @@ def dense_maps(
 
     ``max_cells_per_point`` optionally keeps only the lowest-loss cells of each map (documented approximation,
     off by default)."""
+    import torch
+
     src = torch.as_tensor(src_desc, dtype=torch.float32)
     tmap = torch.as_tensor(tgt_map, dtype=torch.float32)
     D, h, w = tmap.shape

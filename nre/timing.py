@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 
 from nre.geometry import map_to_img
 from nre.maps import dense_maps
@@ -32,6 +31,8 @@ class _Clock:
 
 def time_pair(pair, backend, seed: int = 0) -> pd.DataFrame:
     """Per-stage timings of one (capped) pair: features, maps, dense argmax, and NRE's three stages."""
+    import torch
+
     from nre.estimator import NreOptions, nre_coarse_to_fine
     from nre.features.access import PairFeatures
     from nre.pair import read_image

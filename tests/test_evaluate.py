@@ -143,6 +143,19 @@ def test_mcnemar_exact_values():
     assert E.mcnemar_p(c, d) == 1.0  # 5 vs 5 discordant pairs
 
 
+def test_mcnemar_matches_scipy_binomtest():
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(1)
+    for n01, n10 in [(0, 1), (1, 0), (3, 9), (9, 3), (7, 7), (40, 61), (0, 300), (150, 151)]:
+        k = 20  # concordant pairs of both kinds around them
+        a = np.r_[np.ones(n01), np.zeros(n10), np.ones(k), np.zeros(k)].astype(bool)
+        b = np.r_[np.zeros(n01), np.ones(n10), np.ones(k), np.zeros(k)].astype(bool)
+        perm = rng.permutation(len(a))
+        want = binomtest(n01, n01 + n10, 0.5).pvalue
+        assert E.mcnemar_p(a[perm], b[perm]) == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
 def test_auc_is_the_exact_area_under_the_curve():
     assert E.auc(np.zeros(10), 5.0) == pytest.approx(1.0)
     assert E.auc(np.full(10, np.inf), 5.0) == 0.0

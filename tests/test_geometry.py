@@ -88,3 +88,26 @@ def test_pose_error():
     assert e.rotation_deg == pytest.approx(3.0, abs=1e-9)
     assert e.translation == pytest.approx(0.5)
     assert np.isinf(pose_error(None, gt).rotation_deg)
+
+
+def test_R_to_quat_matches_scipy_and_inverts_quat_to_R():
+    from scipy.spatial.transform import Rotation
+
+    from nre.geometry import R_to_quat_wxyz, quat_wxyz_to_R
+
+    rng = np.random.default_rng(0)
+    Rs = list(Rotation.random(200, random_state=1).as_matrix())
+    Rs += [np.eye(3), np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])]  # 0 and 180 deg
+    Rs += [Rotation.from_rotvec(np.pi * a / np.linalg.norm(a)).as_matrix() for a in rng.normal(size=(20, 3))]
+    for R in Rs:
+        q = R_to_quat_wxyz(R)
+        x, y, z, w = Rotation.from_matrix(R).as_quat()
+        want = np.array([w, x, y, z]) * (1 if w >= 0 else -1)
+        assert q[0] >= 0 and abs(np.linalg.norm(q) - 1) < 1e-12
+        # at w = 0 (180 deg) q and -q are the same rotation: compare up to sign there
+        assert min(np.abs(q - want).max(), np.abs(q + want).max() if abs(w) < 1e-9 else 1) < 1e-10, (R, q, want)
+        np.testing.assert_allclose(quat_wxyz_to_R(q), R, atol=1e-10)
+    # a slightly non-orthonormal estimate (float32 round trip) still gives scipy's nearest rotation to rounding
+    R = (Rs[0] + 1e-7 * rng.normal(size=(3, 3))).astype(np.float32).astype(float)
+    x, y, z, w = Rotation.from_matrix(R).as_quat()
+    np.testing.assert_allclose(np.abs(R_to_quat_wxyz(R)), np.abs([w, x, y, z]), atol=1e-6)

@@ -13,3 +13,17 @@ def json_arg(text: str | None, flag: str, command: str):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise SystemExit(f"{command}: {flag} is not valid JSON ({e}): {text!r}") from e
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` torch threads in this process, whether torch is loaded already or only later (jobs that need no
+    features never load it): torch takes its thread count from OMP_NUM_THREADS / MKL_NUM_THREADS when imported."""
+    import os
+    import sys
+
+    if not n:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)

@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from nre.commands._args import json_arg
+from nre.commands._args import json_arg, set_threads
 
 HELP = "run an estimator over pairs and write the per-pair result rows (parquet)"
 log = logging.getLogger("nre.estimate")
@@ -56,7 +56,6 @@ def check_grid(cls, grid: dict | None) -> None:
 
 def run(args) -> int:
     import pandas as pd
-    import torch
 
     from baselines import registry
     from nre import cache
@@ -68,8 +67,7 @@ def run(args) -> int:
     from nre.results import rows_from_results, write
     from nre.seeding import derive_seed
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     try:
         cls = registry.get(args.estimator)
     except (KeyError, TypeError) as e:
@@ -83,7 +81,9 @@ def run(args) -> int:
     label = args.name or cls.name
     settings = est.settings(grid)
     needs_features = "features" in cls.needs
-    backend = get_backend(args.features, **json_arg(args.features_options, "--features-options", "nre estimate"))
+    foptions = json_arg(args.features_options, "--features-options", "nre estimate")
+    # the backend (and torch with it) only for an estimator that reads descriptors: RANSAC jobs never load torch
+    backend = get_backend(args.features, **foptions) if needs_features else None
     try:
         table = pd.read_csv(args.pairs, dtype={"pair_id": str})
     except Exception as e:
@@ -109,7 +109,7 @@ def run(args) -> int:
             seed = derive_seed(args.seed, row["pair_id"], cls.name)
             if cls.needs:
                 path = Path(args.maps_dir) / f"{row['pair_id']}.npz"
-                problem = cache.load_problem(pair, path, seed, backend if needs_features else None)
+                problem = cache.load_problem(pair, path, seed, backend)
             else:  # e.g. imported poses: no maps needed
                 problem = Problem(str(row["pair_id"]), pair.points3d, pair.target_camera, seed, pair.target_pose)
             results = est.run(problem, settings)

@@ -20,6 +20,11 @@ def add_arguments(p):
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--map-pictures", type=int, default=0, help="Fig. 4 pictures for this many test pairs")
+    p.add_argument(
+        "--no-tables",
+        action="store_true",
+        help="only the map pictures (they need no results: the workflow draws them while the estimators run)",
+    )
     p.add_argument("--pairs", default=None, help="pair table (for --map-pictures)")
     p.add_argument("--root", default=None, help="scene root (for --map-pictures)")
     p.add_argument("--features", default=None, help="backend of the map pictures (default: --table1-features)")
@@ -77,10 +82,11 @@ def run(args) -> int:
         thr = json.loads((ev / "thresholds.json").read_text())
     else:
         thr = E.DEFAULT_THRESHOLDS
-    write_all(ev, out, thr, args.table1_features, args.reference, args.bootstrap, args.seed)
+    if not args.no_tables:
+        write_all(ev, out, thr, args.table1_features, args.reference, args.bootstrap, args.seed)
     if args.map_pictures:
         map_pictures(args, out)
-    print(f"wrote tables and figures to {out}")
+    print(f"wrote {'map pictures' if args.no_tables else 'tables and figures'} to {out}")
     return 0
 
 

@@ -12,12 +12,16 @@ temperature (FPR compares descriptors, not logits).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from nre.features.base import DenseFeatures, FeatureBackend
 from nre.features.images import load_image
 from nre.pair import PairData
+
+if TYPE_CHECKING:
+    import torch
 
 
 class PairFeatures:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: a job that needs no features never loads it
+    import torch
 
 _BACKENDS: dict[str, type[FeatureBackend]] = {}
 
@@ -26,6 +28,8 @@ class DenseFeatures:
 
     def sample(self, xy_img: np.ndarray) -> torch.Tensor:
         """Bilinear descriptors at image pixels (N, 2) -> (N, D) (border-clamped)."""
+        import torch
+
         from nre.geometry import img_to_map
 
         D, h, w = self.desc.shape

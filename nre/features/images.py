@@ -12,11 +12,14 @@ Learned backends take ``to_tensor(image)`` (RGB in [0, 1], (3, H, W) float32) th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from nre.geometry import Camera
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,6 +49,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
+    import torch
+
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {img.shape}")
@@ -55,6 +60,8 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     """(3, H, W) or (B, 3, H, W) RGB in [0, 1] -> ImageNet mean / std normalised."""
+    import torch
+
     shape = (3, 1, 1) if x.dim() == 3 else (1, 3, 1, 1)
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(shape)
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(shape)

@@ -11,6 +11,7 @@ T1 = config["table1_features"]
 FIGS = config.get("figures", {})
 ENV = "../../environment.yml"
 EVAL = f"{OUT}/eval"
+FIG4 = [f"{EVAL}/fig4_maps_{i}.png" for i in range(FIGS.get("map_pictures", 3))]  # Fig. 4 map pictures
 SCENES = f"{ROOT}/scenes.yaml" if config["data"].get("synth") else []
 TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"].get("synth") else []
 

@@ -39,9 +39,8 @@ rule select:
 
 
 rule tables:
-    """Tables 1-2, summary, diagnostics, Fig. 5 curves, sweep plots, Fig. 4 map pictures."""
+    """Tables 1-2, summary, diagnostics, Fig. 5 curves, sweep plots."""
     input:
-        SCENES,
         rows=f"{EVAL}/rows.parquet",
         sel=f"{EVAL}/selection.csv",
         pairs=f"{OUT}/pairs.csv",
@@ -60,19 +59,12 @@ rule tables:
             for cat in ("easy", "medium", "hard")
         ],
         sweeps=report(f"{EVAL}/sweeps.png", caption="../report/sweeps.rst", category="Figures"),
-        fig4=[
-            report(f"{EVAL}/fig4_maps_{i}.png", caption="../report/fig4.rst", category="Figures")
-            for i in range(FIGS.get("map_pictures", 3))
-        ],
         summary_csv=f"{EVAL}/summary.csv",
     params:
         evaldir=lambda w, input: os.path.dirname(input.rows),
         t1=T1,
         foptions=features_options(T1),
         boot=config["selection"].get("bootstrap", 1000),
-        npics=FIGS.get("map_pictures", 3),
-        root=lambda w: ROOT,
-        maxpts=MAXPTS,
         seed=SEED,
     log:
         f"{OUT}/logs/tables.log",
@@ -80,8 +72,36 @@ rule tables:
         ENV
     shell:
         "nre tables --eval-dir {params.evaldir} --table1-features {params.t1} --bootstrap {params.boot}"
-        " --seed {params.seed} --map-pictures {params.npics} --pairs {input.pairs} --root {params.root}"
-        " --features-options '{params.foptions}' --max-points {params.maxpts} > {log} 2>&1"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+if FIG4:
+
+    rule map_pictures:
+        """Fig. 4-style pictures of the maps of a few test pairs (dense loss, robust loss, reprojection pmf). They need
+        no estimator result, so they are drawn while the estimators run, not after them."""
+        input:
+            SCENES,
+            pairs=f"{OUT}/pairs.csv",
+        output:
+            [report(f, caption="../report/fig4.rst", category="Figures") for f in FIG4],
+        params:
+            evaldir=lambda w, output: os.path.dirname(output[0]),
+            t1=T1,
+            foptions=features_options(T1),
+            npics=len(FIG4),
+            root=lambda w: ROOT,
+            maxpts=MAXPTS,
+            seed=SEED,
+        priority: -10  # fills a core left idle, e.g. next to the single-core tables job at the end
+        log:
+            f"{OUT}/logs/map_pictures.log",
+        conda:
+            ENV
+        shell:
+            "nre tables --no-tables --eval-dir {params.evaldir} --table1-features {params.t1} --seed {params.seed}"
+            " --map-pictures {params.npics} --pairs {input.pairs} --root {params.root}"
+            " --features-options '{params.foptions}' --max-points {params.maxpts} > {log} 2>&1"
 
 
 rule timing_stages:
@@ -112,14 +132,17 @@ rule timing_stages:
 
 
 rule timing_estimator:
-    """Table 3, one estimator at its first setting on the same pairs and maps, alone (every core)."""
+    """Table 3, one estimator at its first setting on the same pairs and on the run's cached maps (what nre estimate
+    reads), alone (every core)."""
     input:
         SCENES,
         pairs=f"{OUT}/pairs.csv",
+        manifests=[f"{OUT}/maps/{T1}/manifest{c}.csv" for c in CHUNKS],
     output:
         f"{EVAL}/timing/estimator_{{estimator}}.csv",
     params:
         root=lambda w: ROOT,
+        maps=lambda w, input: os.path.dirname(input.manifests[0]),
         features=T1,
         foptions=features_options(T1),
         spec=lambda w: jdump({w.estimator: estimator_spec(w.estimator)}),
@@ -134,6 +157,7 @@ rule timing_estimator:
     shell:
         "nre timing --pairs {input.pairs} --root {params.root} --features {params.features}"
         " --features-options '{params.foptions}' --estimators '{params.spec}' --no-stages --n-pairs {params.n}"
+        " --maps-dir {params.maps}"
         " --max-points {params.maxpts} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -158,6 +182,7 @@ rule report_html:
     input:
         table1=f"{EVAL}/table1_paper.md",
         table3=f"{EVAL}/table3.md" if TIMING else [],
+        fig4=FIG4,
         pairs=f"{OUT}/pairs.csv",
     output:
         report(f"{OUT}/report.html", caption="../report/html.rst", category="Report"),
