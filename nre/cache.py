@@ -222,9 +222,15 @@ def is_current(
 
 
 def problem_from_arrays(
-    pair: PairData, arrays: dict, seed: int, backend: FeatureBackend | None = None, source: str = ""
+    pair: PairData,
+    arrays: dict,
+    seed: int,
+    backend: FeatureBackend | None = None,
+    source: str = "",
+    features: str | None = None,
 ) -> Problem:
-    """The Problem of an (already capped) pair from cache arrays, after checking that they belong to it."""
+    """The Problem of an (already capped) pair from cache arrays, after checking that they belong to it (and, with
+    ``backend``, that they were made with its options; without one, ``features`` checks the backend's name)."""
     where = source or "map cache"
     if str(arrays["pair_id"]) != pair.pair_id:
         raise CacheError(f"{where}: cache is for pair {arrays['pair_id']}, not {pair.pair_id}")
@@ -238,6 +244,8 @@ def problem_from_arrays(
         )
     if backend is not None and str(arrays["backend_options"]) != backend_options(backend):
         raise CacheError(f"{where}: cache made with {arrays['backend_options']}, not {backend_options(backend)}")
+    if backend is None and features is not None and str(arrays["backend"]) != features:
+        raise CacheError(f"{where}: cache made with the {arrays['backend']} backend, not {features}")
     coarse = SparseLossMaps.from_arrays(arrays, "coarse_")
     score = np.asarray(arrays["coarse_score"], dtype=np.float32)
     stats = MapStats(
@@ -270,10 +278,17 @@ def problem_from_arrays(
     )
 
 
-def load_problem(pair: PairData, cache_path: str | Path, seed: int, backend: FeatureBackend | None = None) -> Problem:
+def load_problem(
+    pair: PairData,
+    cache_path: str | Path,
+    seed: int,
+    backend: FeatureBackend | None = None,
+    features: str | None = None,
+) -> Problem:
     """The Problem of an (already capped) pair from its cache file. With a backend, ``Problem.features`` recomputes
-    descriptors lazily (only if an estimator asks) and the backend options must match the cache's."""
-    return problem_from_arrays(pair, load(cache_path), seed, backend, str(cache_path))
+    descriptors lazily (only if an estimator asks) and the backend options must match the cache's; without one
+    (estimators that read no descriptors), ``features`` names the backend the cache must come from."""
+    return problem_from_arrays(pair, load(cache_path), seed, backend, str(cache_path), features)
 
 
 def build_problem(pair: PairData, backend: FeatureBackend, *args, max_points: int | None = None, seed: int = 0):

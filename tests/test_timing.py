@@ -129,3 +129,16 @@ def test_ransac_jobs_never_load_torch_and_torch_jobs_get_their_threads(pairs_and
     args += ["--options", '{"msac_iterations": 100}', "--out", str(tmp_path / "r.parquet")]
     code = f"import sys; from nre.cli import main; main({args!r}); print(sys.modules['torch'].get_num_threads())"
     assert _fresh(code) == "1"
+
+
+def test_a_ransac_job_checks_the_backend_of_the_maps_it_reads(pairs_and_maps, tmp_path):
+    """Without a backend object (no torch), the rows' --features label must still match the caches' backend."""
+    pairs, maps = pairs_and_maps
+    est = ["estimate", "--pairs", str(pairs), "--root", str(TINY_MD), "--maps-dir", str(maps), "--max-points", "200"]
+    est += ["--estimator", "lo_ransac_poselib", "--grid", '{"threshold": [8]}']
+    assert main([*est, "--features", "nre_compact", "--out", str(tmp_path / "bad.parquet")]) == 0
+    bad = pd.read_parquet(tmp_path / "bad.parquet")
+    assert len(bad) == 3 and not bad["success"].any()
+    assert bad["failure_reason"].str.contains("made with the dsift backend, not nre_compact").all()
+    assert main([*est, "--features", "dsift", "--out", str(tmp_path / "good.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "good.parquet")["success"].all()

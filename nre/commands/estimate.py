@@ -109,7 +109,7 @@ def run(args) -> int:
             seed = derive_seed(args.seed, row["pair_id"], cls.name)
             if cls.needs:
                 path = Path(args.maps_dir) / f"{row['pair_id']}.npz"
-                problem = cache.load_problem(pair, path, seed, backend)
+                problem = cache.load_problem(pair, path, seed, backend, features=args.features)
             else:  # e.g. imported poses: no maps needed
                 problem = Problem(str(row["pair_id"]), pair.points3d, pair.target_camera, seed, pair.target_pose)
             results = est.run(problem, settings)
