@@ -53,7 +53,16 @@ def test_ransac_timing_on_cached_maps_computes_no_features(pairs_and_maps, tmp_p
     assert len(cached) == 2 and cached["success"].all() and (cached["wall_s"] > 0).all()
     built, calls = _timing(pairs, tmp_path / "b.csv", spec, None, monkeypatch)
     assert len(calls) >= 4  # without caches both images of both pairs are extracted (the spy sees them)
+    n_built = len(calls)
     assert built["success"].all() and list(built["pair_id"]) == list(cached["pair_id"])
+    # a missing cache: that pair's maps are computed in memory (features for it alone), the other one still cached
+    first = cached["pair_id"].iloc[0]
+    (maps / f"{first}.npz").rename(maps / "moved.npz")
+    try:
+        mixed, calls = _timing(pairs, tmp_path / "m.csv", spec, maps, monkeypatch)
+    finally:
+        (maps / "moved.npz").rename(maps / f"{first}.npz")
+    assert mixed["success"].all() and len(mixed) == 2 and 2 <= len(calls) < n_built
 
 
 def test_feature_estimators_get_their_features_before_the_clock(pairs_and_maps, tmp_path, monkeypatch):

@@ -74,6 +74,7 @@ def time_estimators(problem, specs: dict, seed: int) -> list[dict]:
 
 
 def run(args) -> int:
+    import functools
     import sys
 
     import pandas as pd
@@ -89,10 +90,9 @@ def run(args) -> int:
     set_threads(args.threads)
     foptions = json_arg(args.features_options, "--features-options", "nre timing")
     specs = json.loads(args.estimators)
+    make_backend = functools.cache(lambda: get_backend(args.features, **foptions))
     # timing RANSAC libraries on cached maps needs no features: no backend, no torch in the job
-    backend = None
-    if not (args.no_stages and args.maps_dir) or _need_features(specs):
-        backend = get_backend(args.features, **foptions)
+    backend = make_backend() if not (args.no_stages and args.maps_dir) or _need_features(specs) else None
     df = pd.read_csv(args.pairs, dtype={"pair_id": str})
     df = df[df["split"] == "test"].head(args.n_pairs)
     rows = []
@@ -105,20 +105,12 @@ def run(args) -> int:
             t["pair_id"] = r["pair_id"]
             rows.append(t)
         if specs:
-            try:
-                problem = _problem(pair, str(r["pair_id"]), backend, args.seed, args.maps_dir)
-            except _NeedBackend:  # no usable cache: compute the maps, which takes the features
-                backend = get_backend(args.features, **foptions)
-                problem = _problem(pair, str(r["pair_id"]), backend, args.seed, None)
+            problem = _problem(pair, str(r["pair_id"]), args.seed, args.maps_dir, args.features, backend, make_backend)
             e = pd.DataFrame(time_estimators(problem, specs, args.seed))
             torch = sys.modules.get("torch")
             e["pair_id"], e["threads"] = r["pair_id"], torch.get_num_threads() if torch else args.threads
             rows.append(e)
     return _write(pd.concat(rows, ignore_index=True), args.out)
-
-
-class _NeedBackend(Exception):
-    pass
 
 
 def _need_features(specs: dict) -> bool:
@@ -134,19 +126,18 @@ def _need_features(specs: dict) -> bool:
     return False
 
 
-def _problem(pair, pair_id: str, backend, seed: int, maps_dir: str | None):
-    """The pair's Problem from its map cache in ``maps_dir`` if it is there and current, else computed in memory."""
+def _problem(pair, pair_id: str, seed: int, maps_dir: str | None, features: str, backend, make_backend):
+    """The pair's Problem from its map cache in ``maps_dir`` if it is there and current (``backend`` None: no
+    descriptors wanted), else computed in memory with ``make_backend()``."""
     from nre.cache import CacheError, build_problem, load_problem
 
     if maps_dir:
         path = Path(maps_dir) / f"{pair_id}.npz"
         try:
-            return load_problem(pair, path, seed, backend)
+            return load_problem(pair, path, seed, backend, features=features)
         except (OSError, CacheError, KeyError, ValueError) as e:
             print(f"nre timing: {path}: {type(e).__name__}: {e}; computing the maps of {pair_id} in memory")
-    if backend is None:
-        raise _NeedBackend
-    return build_problem(pair, backend, seed)
+    return build_problem(pair, backend or make_backend(), seed)
 
 
 def _write(out, path) -> int:
