@@ -50,7 +50,7 @@ def mocked(tmp_path, monkeypatch):
             raise ValueError(f"{root}/sB: image 12 has no camera")
         return _Pair(row["pair_id"], synthetic_problem(PAIRS.index(row["pair_id"]), n=300, outliers=0.5)[0])
 
-    def load_problem(pair, cache_path, seed, backend=None):
+    def load_problem(pair, cache_path, seed, backend=None, features=None):
         if pair.pair_id == "sB_nocache":
             raise nre.cache.CacheError(f"{cache_path}: no map cache (run `nre maps` first)")
         assert str(cache_path).endswith(f"{pair.pair_id}.npz")
