@@ -186,11 +186,14 @@ def to_latex(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, stem, display: pd.DataFrame | None = None) -> list[str]:
-    """STEM.csv (full precision, machine-readable) and STEM.md / STEM.tex (``display`` if given, else ``df``)."""
+def write_table(df: pd.DataFrame, stem, display: pd.DataFrame | None = None, text: bool = True) -> list[str]:
+    """STEM.csv (full precision, machine-readable) and, with ``text``, STEM.md / STEM.tex (``display`` if given,
+    else ``df``); per-pair tables pass ``text=False``: tens of thousands of rows are unreadable as Markdown / LaTeX."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")
+    if not text:
+        return [str(stem.with_suffix(".csv"))]
     shown = df if display is None else display
     stem.with_suffix(".md").write_text(to_markdown(shown))
     stem.with_suffix(".tex").write_text(to_latex(shown))

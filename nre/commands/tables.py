@@ -50,8 +50,7 @@ def write_all(ev: Path, out: Path, thr: dict, feats: str | None, reference: str,
     T.write_table(T.summary_stats(df, sel, thr), out / "summary")
     T.write_table(E.failure_reasons(df), out / "failure_reasons")
     cost = E.cost_diagnostics(df)
-    # per pair (tens of thousands of rows on the default): CSV only, its Markdown / LaTeX would be unreadable bloat
-    cost.to_csv(out / "cost_diagnostics.csv", index=False, float_format="%.6g")
+    T.write_table(cost, out / "cost_diagnostics", text=False)  # per pair: CSV only
     T.write_table(E.cost_summary(cost), out / "cost_summary")
     T.write_table(E.inlier_ratios(df), out / "inlier_ratios")
     T.write_table(E.truth_comparison(df, sel, thr), out / "truth_comparison")

@@ -129,13 +129,13 @@ def _need_features(specs: dict) -> bool:
 def _problem(pair, pair_id: str, seed: int, maps_dir: str | None, features: str, backend, make_backend):
     """The pair's Problem from its map cache in ``maps_dir`` if it is there and current (``backend`` None: no
     descriptors wanted), else computed in memory with ``make_backend()``."""
-    from nre.cache import CacheError, build_problem, load_problem
+    from nre.cache import build_problem, load_problem
 
     if maps_dir:
         path = Path(maps_dir) / f"{pair_id}.npz"
         try:
             return load_problem(pair, path, seed, backend, features=features)
-        except (OSError, CacheError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError) as e:  # nre.cache.CacheError is a ValueError
             print(f"nre timing: {path}: {type(e).__name__}: {e}; computing the maps of {pair_id} in memory")
     return build_problem(pair, backend or make_backend(), seed)
 
