@@ -173,3 +173,28 @@ def test_slim_reference_keeps_every_per_pair_error(tmp_path):
     assert main(base) == 0
     with pytest.raises(ValueError, match="rows must be"):
         update(ref, ev, cfg, pairs, rows="some")
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REFERENCES = sorted(REPO.glob("results/*/provenance.json"))
+
+
+@pytest.mark.parametrize("prov", REFERENCES, ids=[p.parent.name for p in REFERENCES])
+def test_committed_reference_is_not_stale(prov):
+    """Every committed reference under results/ was made from its config as it is now, and its pair table is the
+    one it was made on: editing config/<x>.yaml without updating results/<x> fails CI here (the quick reference is
+    also recomputed and compared in test_workflow; the others are too long to rerun in CI)."""
+    from nre.regress import file_hash
+
+    d = json.loads(prov.read_text())
+    cfg = REPO / d["config"]
+    assert cfg.is_file(), f"{prov}: its config {d['config']} does not exist"
+    assert file_hash(cfg) == d["config_sha256"], (
+        f"stale reference: {prov.parent} was made from a different {d['config']}; rerun that config and update the "
+        "reference (README: updating the reference results)"
+    )
+    assert file_hash(prov.parent / "pairs.csv") == d["pairs_sha256"], f"{prov.parent}/pairs.csv is not its pair table"
+
+
+def test_there_are_committed_references():
+    assert {p.parent.name for p in REFERENCES} >= {"quick"}
