@@ -77,12 +77,15 @@ def refine_featuremetric(
     iterations: int = 50,
     lam: float = 1e-3,
     ftol: float = 1e-6,
+    channels_last: bool = False,
 ):
     """Levenberg-Marquardt / IRLS on one level. Returns (pose, iterations, final cost). Stops at ``iterations``, when
     an accepted step lowers the cost by less than ``ftol`` of it (Ceres' function tolerance), when the step is below
-    1e-7, or when the damping exceeds 1e6."""
+    1e-7, or when the damping exceeds 1e6. ``fmap`` is (D, h, w), or (h, w, D) with ``channels_last`` (what the
+    gathers read: a sweep converts it once instead of once per setting)."""
     scale = np.asarray(scale, dtype=float)
-    fmap_hwd = np.ascontiguousarray(np.moveaxis(fmap, 0, -1))  # (h, w, D): contiguous gathers
+    fmap_hwd = fmap if channels_last else np.moveaxis(fmap, 0, -1)
+    fmap_hwd = np.ascontiguousarray(fmap_hwd)  # (h, w, D): contiguous gathers (no copy when it already is)
 
     def evaluate(p):
         uv, valid, J = camera.project_with_jacobian(X, p)
@@ -162,7 +165,8 @@ class FeaturemetricRefinement(Estimator):
                 (
                     lv,
                     np.asarray(src, dtype=np.float32),  # torch tensors (CPU) or arrays alike
-                    np.asarray(feats.target_map(lv), dtype=np.float32),
+                    # (h, w, D), converted once for every setting of the sweep
+                    np.ascontiguousarray(np.moveaxis(np.asarray(feats.target_map(lv), dtype=np.float32), 0, -1)),
                     feats.target_scale(lv),
                 )
             )
@@ -183,6 +187,7 @@ class FeaturemetricRefinement(Estimator):
                     float(s["scale"]),
                     self.options["iterations"],
                     ftol=float(self.options["ftol"]),
+                    channels_last=True,
                 )
             diag = {
                 "start_R": start.pose.R.tolist(),
