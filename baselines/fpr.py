@@ -65,6 +65,11 @@ def bilinear_with_gradient(fmap: np.ndarray, xy: np.ndarray, channels_last: bool
     return val, np.stack([gx, gy], -1), inside
 
 
+def to_hwd(fmap: np.ndarray) -> np.ndarray:
+    """A (D, h, w) map as a contiguous (h, w, D) array, same dtype: the layout the bilinear gathers read."""
+    return np.ascontiguousarray(np.moveaxis(fmap, 0, -1))
+
+
 def refine_featuremetric(
     pose: Pose,
     X: np.ndarray,
@@ -77,15 +82,14 @@ def refine_featuremetric(
     iterations: int = 50,
     lam: float = 1e-3,
     ftol: float = 1e-6,
-    channels_last: bool = False,
+    hwd: bool = False,
 ):
     """Levenberg-Marquardt / IRLS on one level. Returns (pose, iterations, final cost). Stops at ``iterations``, when
     an accepted step lowers the cost by less than ``ftol`` of it (Ceres' function tolerance), when the step is below
-    1e-7, or when the damping exceeds 1e6. ``fmap`` is (D, h, w), or (h, w, D) with ``channels_last`` (what the
-    gathers read: a sweep converts it once instead of once per setting)."""
+    1e-7, or when the damping exceeds 1e6. ``fmap`` is (D, h, w), or already (h, w, D) from
+    ``to_hwd`` with ``hwd`` (a sweep converts it once instead of once per setting)."""
     scale = np.asarray(scale, dtype=float)
-    fmap_hwd = fmap if channels_last else np.moveaxis(fmap, 0, -1)
-    fmap_hwd = np.ascontiguousarray(fmap_hwd)  # (h, w, D): contiguous gathers (no copy when it already is)
+    fmap_hwd = fmap if hwd else to_hwd(fmap)
 
     def evaluate(p):
         uv, valid, J = camera.project_with_jacobian(X, p)
@@ -165,8 +169,7 @@ class FeaturemetricRefinement(Estimator):
                 (
                     lv,
                     np.asarray(src, dtype=np.float32),  # torch tensors (CPU) or arrays alike
-                    # (h, w, D), converted once for every setting of the sweep
-                    np.ascontiguousarray(np.moveaxis(np.asarray(feats.target_map(lv), dtype=np.float32), 0, -1)),
+                    to_hwd(np.asarray(feats.target_map(lv), dtype=np.float32)),  # once for every setting of the sweep
                     feats.target_scale(lv),
                 )
             )
@@ -187,7 +190,7 @@ class FeaturemetricRefinement(Estimator):
                     float(s["scale"]),
                     self.options["iterations"],
                     ftol=float(self.options["ftol"]),
-                    channels_last=True,
+                    hwd=True,
                 )
             diag = {
                 "start_R": start.pose.R.tolist(),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from baselines.fpr import bilinear_with_gradient, refine_featuremetric, robust
+from baselines.fpr import bilinear_with_gradient, refine_featuremetric, robust, to_hwd
 from nre.data.synth import Face, _photo, look_at, render
 from nre.features import get_backend
 from nre.features.access import PairFeatures
@@ -140,8 +140,7 @@ def test_channels_last_map_gives_the_same_refinement(plane_pair, feats):
     fmap = feats.target_map("fine").numpy()
     args = (plane_pair.points3d, plane_pair.target_camera, src)
     a = refine_featuremetric(start, *args, fmap, feats.target_scale("fine"), "cauchy", 0.2)
-    hwd = np.ascontiguousarray(np.moveaxis(fmap, 0, -1))
-    b = refine_featuremetric(start, *args, hwd, feats.target_scale("fine"), "cauchy", 0.2, channels_last=True)
+    b = refine_featuremetric(start, *args, to_hwd(fmap), feats.target_scale("fine"), "cauchy", 0.2, hwd=True)
     assert a[1] == b[1] and a[2] == b[2]
     np.testing.assert_array_equal(a[0].R, b[0].R)
     np.testing.assert_array_equal(a[0].t, b[0].t)

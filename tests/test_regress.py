@@ -3,6 +3,7 @@ and the measured run-to-run variation."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,7 +176,7 @@ def test_slim_reference_keeps_every_per_pair_error(tmp_path):
         update(ref, ev, cfg, pairs, rows="some")
 
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
 REFERENCES = sorted(REPO.glob("results/*/provenance.json"))
 
 
