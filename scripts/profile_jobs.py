@@ -3,7 +3,8 @@ then ``nre estimate`` per estimator of a config (its grid and options), each in 
 as the workflow runs them. Prints seconds per pair and the projected single-core seconds for the whole config.
 
 Usage: python scripts/profile_jobs.py --config config/config.yaml --n-pairs 40 [--estimators fpr nre_single]
-       [--profile DIR]  (cProfile output per job in DIR)
+       [--profile DIR]  (cProfile output per job in DIR)  [--contiguous START] (consecutive pairs, as in a chunk)
+Environment: NRE_FEATURE_MEMO_MB=0 turns the jobs' feature memo off (compare both in one session).
 """
 
 from __future__ import annotations
@@ -28,12 +29,22 @@ def main():
     ap.add_argument("--work", default="work/profile")
     ap.add_argument("--profile", default=None, help="directory for cProfile outputs (one per job)")
     ap.add_argument("--skip-maps", action="store_true")
+    ap.add_argument(
+        "--contiguous",
+        type=int,
+        default=None,
+        metavar="START",
+        help="profile the N consecutive pairs from row START (as in a chunk: images shared between pairs)",
+    )
     args = ap.parse_args()
     cfg = yaml.safe_load(open(args.config))
     out = Path(cfg["out"])
     table = pd.read_csv(out / "pairs.csv", dtype={"pair_id": str})
-    step = max(1, len(table) // args.n_pairs)
-    sub = table.iloc[::step].head(args.n_pairs)
+    if args.contiguous is not None:  # a slice of consecutive pairs, as a chunk of the workflow sees them
+        sub = table.iloc[args.contiguous : args.contiguous + args.n_pairs]
+    else:  # spread over every scene (no image shared by two sampled pairs: the feature memo never hits)
+        step = max(1, len(table) // args.n_pairs)
+        sub = table.iloc[::step].head(args.n_pairs)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     sub.to_csv(work / "pairs.csv", index=False)
@@ -80,7 +91,8 @@ def main():
                     "--out-dir",
                     str(mdir),
                     "--force",
-                ],
+                ]
+                + ([] if f == cfg["table1_features"] else ["--no-matches"]),  # as the workflow: coarse maps only
             )
             total += dt / len(sub) * n_all
             print(f"maps {f:14s} {dt / len(sub):7.3f} s/pair {dt / len(sub) * n_all:8.0f} s")

@@ -278,3 +278,71 @@ def test_coarse_only_cache(pair, backend, arrays, tmp_path):
         if ra.success:
             np.testing.assert_array_equal(ra.pose.R, rb.pose.R)
             np.testing.assert_array_equal(ra.pose.t, rb.pose.t)
+
+
+def test_feature_memo_serves_an_image_once_with_identical_maps(pair):
+    """With a FeatureMemo, a second pair sharing the source image (here: the same pair again, capped differently)
+    extracts nothing for it and gets the very same maps; the pair caches are bit-identical to those computed without
+    the memo; a changed image (one pixel) is a miss."""
+    from nre.features.base import enable_memo
+
+    plain = get_backend("dsift")
+    ref = [cache.compute_pair_cache(pair, plain, n, 3) for n in (300, 200)]
+    be = enable_memo(get_backend("dsift"), 64)
+    calls = _spy_extract(be)
+    got = [cache.compute_pair_cache(pair, be, n, 3) for n in (300, 200)]
+    assert calls == [("coarse",), ("fine",), ("coarse",), ("fine",)]  # the first pair only: source and target
+    assert be.memo.hits == 4 and be.memo.misses == 4 and len(be.memo) == 4
+    for a, b in zip(ref, got):
+        assert set(a) == set(b)
+        for k in a:
+            if k != "seconds":
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    f = PairFeatures(be, pair.capped(20, 0))
+    assert f.target_features("fine") is PairFeatures(be, pair.capped(30, 1)).target_features("fine")
+    img = _load_target(pair).copy()
+    assert be.memo.get(be.memo.image_key(img), "fine") is not None
+    img[0, 0, 0] ^= 1
+    key = be.memo.image_key(img)
+    assert be.memo.get(key, "fine") is None  # a different image never hits
+
+
+def _load_target(pair):
+    from nre.features.images import load_image
+
+    return load_image(pair.target_image)
+
+
+def test_feature_memo_evicts_least_recently_used_within_its_size():
+    from nre.features.base import DenseFeatures, FeatureMemo
+
+    def feats(mb):
+        return DenseFeatures(torch.zeros(int(mb * 2**20) // 4), np.ones(2), (1, 1))
+
+    m = FeatureMemo(max_mb=3)
+    m.put("a", "fine", feats(1))
+    m.put("b", "fine", feats(1))
+    m.put("c", "fine", feats(1))
+    assert m.nbytes == 3 * 2**20 and len(m) == 3
+    assert m.get("a", "fine") is not None  # a is now the most recent: b goes first
+    m.put("d", "fine", feats(1))
+    assert m.get("b", "fine") is None and m.get("a", "fine") is not None and len(m) == 3
+    m.put("big", "fine", feats(4))  # larger than the memo: not kept, nothing evicted
+    assert m.get("big", "fine") is None and len(m) == 3 and m.nbytes == 3 * 2**20
+    m.put("a", "fine", feats(2))  # replacing an entry accounts its old size
+    assert m.nbytes <= 3 * 2**20 and m.get("a", "fine") is not None
+    with pytest.raises(ValueError, match=">= 0"):
+        FeatureMemo(-1)
+
+
+def test_feature_memo_size_comes_from_the_environment(monkeypatch):
+    from nre.features.base import enable_memo, memo_mb_default
+
+    monkeypatch.delenv("NRE_FEATURE_MEMO_MB", raising=False)
+    assert memo_mb_default() == 512
+    assert get_backend("dsift").memo is None  # off unless a job turns it on (Table 3 times extraction per pair)
+    monkeypatch.setenv("NRE_FEATURE_MEMO_MB", "0")
+    assert enable_memo(get_backend("dsift"), memo_mb_default()).memo is None
+    monkeypatch.setenv("NRE_FEATURE_MEMO_MB", "lots")
+    with pytest.raises(ValueError, match="NRE_FEATURE_MEMO_MB"):
+        memo_mb_default()

@@ -6,7 +6,9 @@ For each pair of the chunk: ``nre.data.pairs.load_pair`` -> ``PairData.capped(ma
 in-process, sharing its set-up) -> ``nre.results.rows_from_results``. A pair that fails anywhere (bad data, missing or
 stale cache, estimator exception, time-out) gives failure rows for every setting and stage: never dropped, never a
 crash of the run. An estimator that needs nothing (``needs`` empty, e.g. ``imported``) gets a Problem without maps.
-Rows are written once at the end (atomically) in the schema of ``nre/results.py``.
+Rows are written once at the end (atomically) in the schema of ``nre/results.py``. Descriptor maps of an image
+shared by several pairs of the chunk are extracted once and kept in memory (``nre.features.base.FeatureMemo``, 512 MB
+by default; the environment variable ``NRE_FEATURE_MEMO_MB`` sets it, 0 turns it off): same results, less time.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def run(args) -> int:
     from nre.commands.version import versions
     from nre.data.pairs import load_pair
     from nre.features import get_backend
+    from nre.features.base import enable_memo, memo_mb_default
     from nre.problem import EstimateResult, Problem
     from nre.results import rows_from_results, write
     from nre.seeding import derive_seed
@@ -84,6 +87,8 @@ def run(args) -> int:
     foptions = json_arg(args.features_options, "--features-options", "nre estimate")
     # the backend (and torch with it) only for an estimator that reads descriptors: RANSAC jobs never load torch
     backend = get_backend(args.features, **foptions) if needs_features else None
+    if backend is not None:  # maps of an image shared by several pairs are extracted once (NRE_FEATURE_MEMO_MB)
+        enable_memo(backend, memo_mb_default())
     try:
         table = pd.read_csv(args.pairs, dtype={"pair_id": str})
     except Exception as e:
@@ -129,6 +134,8 @@ def run(args) -> int:
                 time.perf_counter() - t_start,
                 n_failed,
             )
+    if backend is not None and backend.memo is not None:
+        log.info("%s: %s", label, backend.memo.summary())
     df = write(rows, args.out)
     print(f"{label}: {len(table)} pairs, {len(df)} rows, {int((~df['success']).sum())} failures -> {args.out}")
     return 0

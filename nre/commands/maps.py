@@ -3,6 +3,8 @@
 One ``<pair_id>.npz`` per pair in ``--out-dir`` (format: ``nre.cache``). A pair whose cache exists with the same
 layout version, backend options, point cap and seed is skipped, so a rerun computes only what is new. A failing
 pair is recorded in the manifest (status ``failed`` and the error) and never stops the run.
+Descriptor maps of an image shared by several pairs are extracted once per job and kept in memory
+(``NRE_FEATURE_MEMO_MB``, default 512; 0 turns it off), so a pair's feature time in its cache reflects that.
 Manifest columns: pair_id, path, status (ok / failed), error, seconds, cached (reused an existing file), n_points,
 bytes.
 """
@@ -49,12 +51,14 @@ def run(args) -> int:
     from nre.chunks import select_chunk
     from nre.data.pairs import load_pair
     from nre.features import get_backend
+    from nre.features.base import enable_memo, memo_mb_default
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.no_matches and args.export_h5:
         raise SystemExit("nre maps: --export-h5 writes matches; it cannot be combined with --no-matches")
     backend = get_backend(args.features, **json_arg(args.features_options, "--features-options", "nre maps"))
+    enable_memo(backend, memo_mb_default())  # an image's maps serve all its pairs of the chunk (NRE_FEATURE_MEMO_MB)
     table = pd.read_csv(args.pairs)
     if "pair_id" not in table.columns:
         raise SystemExit(f"{args.pairs}: no pair_id column (columns: {list(table.columns)})")
@@ -113,6 +117,8 @@ def run(args) -> int:
     if args.manifest:
         Path(args.manifest).parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(args.manifest, index=False)
+    if backend.memo is not None:
+        log.info("maps %s: %s", args.chunk or "all", backend.memo.summary())
     failed = sum(r["status"] == "failed" for r in rows)
     reused = sum(r["cached"] for r in rows)
     print(f"{len(rows)} pairs: {len(rows) - failed - reused} computed, {reused} reused, {failed} failed")

@@ -7,7 +7,8 @@ descriptors are sampled bilinearly (``DenseFeatures.sample``) at the points' pro
 pose. The backend's softmax temperature is folded into the source
 descriptors (divided by it), so every dot product ``source . target`` is directly a logit of the correspondence
 map: pass ``temperature=1`` to ``nre.maps.dense_maps``. ``raw_source_descriptors`` gives them before the
-temperature (FPR compares descriptors, not logits).
+temperature (FPR compares descriptors, not logits). A backend with a ``FeatureMemo`` (``enable_memo``) serves the
+maps of an image already extracted for an earlier pair from memory.
 """
 
 from __future__ import annotations
@@ -53,7 +54,21 @@ class PairFeatures:
                 wanted = tuple(lv for lv in self.levels if lv not in cache)
             else:
                 wanted = (level,)
-            cache.update(self.backend.extract(self._images[side], wanted))
+            memo = getattr(self.backend, "memo", None)
+            if memo is None:
+                cache.update(self.backend.extract(self._images[side], wanted))
+            else:  # maps of an image seen in an earlier pair of this job are reused (FeatureMemo)
+                key = memo.image_key(self._images[side])
+                for lv in wanted:
+                    hit = memo.get(key, lv)
+                    if hit is not None:
+                        cache[lv] = hit
+                missing = tuple(lv for lv in wanted if lv not in cache)
+                if missing:
+                    got = self.backend.extract(self._images[side], missing)
+                    for lv, f in got.items():
+                        memo.put(key, lv, f)
+                    cache.update(got)
             if all(lv in self._tgt and lv in self._src_maps for lv in self.levels):
                 self._images.clear()
         return cache[level]

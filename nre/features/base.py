@@ -20,6 +20,92 @@ if TYPE_CHECKING:  # torch is imported where it is used: a job that needs no fea
 _BACKENDS: dict[str, type[FeatureBackend]] = {}
 
 
+class FeatureMemo:
+    """Descriptor maps of recently seen images, kept in memory for the pairs that follow (least recently used evicted
+    beyond ``max_mb``). Pairs are sorted by scene and source image and each image takes part in ~10 pairs, so a job
+    over a chunk extracts each image about once instead of once per pair. Keyed by a digest of the image's pixels
+    (and its shape) and the level: a changed file can never be served stale maps. Results are bit-identical: the
+    same ``DenseFeatures`` objects are returned, and nothing modifies them in place. One memo serves one backend
+    (``FeatureBackend.memo``); off by default (the timing rule measures extraction per pair)."""
+
+    def __init__(self, max_mb: float = 512):
+        from collections import OrderedDict
+
+        if max_mb < 0:
+            raise ValueError(f"feature memo size must be >= 0 MB, got {max_mb}")
+        self.max_bytes = int(max_mb * 2**20)
+        self._items: OrderedDict = OrderedDict()
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def image_key(image: np.ndarray) -> tuple:
+        import hashlib
+
+        a = np.ascontiguousarray(image)
+        return (a.shape, str(a.dtype), hashlib.blake2b(a.data, digest_size=16).hexdigest())
+
+    def get(self, key: tuple, level: str) -> DenseFeatures | None:
+        item = self._items.get((key, level))
+        if item is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end((key, level))
+        self.hits += 1
+        return item
+
+    def put(self, key: tuple, level: str, feats: DenseFeatures) -> None:
+        size = self._size(feats)
+        if size > self.max_bytes:
+            return
+        old = self._items.pop((key, level), None)
+        if old is not None:
+            self.nbytes -= self._size(old)
+        self._items[(key, level)] = feats
+        self.nbytes += size
+        while self.nbytes > self.max_bytes:
+            _, ev = self._items.popitem(last=False)
+            self.nbytes -= self._size(ev)
+
+    @staticmethod
+    def _size(feats: DenseFeatures) -> int:
+        d = feats.desc
+        return d.numel() * d.element_size() if hasattr(d, "numel") else d.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def summary(self) -> str:
+        n = self.hits + self.misses
+        return (
+            f"feature memo: {self.hits}/{n} level look-ups served from memory, {len(self)} maps "
+            f"({self.nbytes / 2**20:.0f} of {self.max_bytes / 2**20:.0f} MB)"
+        )
+
+
+def enable_memo(backend: FeatureBackend, max_mb: float | None) -> FeatureBackend:
+    """Give ``backend`` a ``FeatureMemo`` of ``max_mb`` MB (``None`` or 0: none). Returns the backend."""
+    backend.memo = FeatureMemo(max_mb) if max_mb else None
+    return backend
+
+
+def memo_mb_default() -> float:
+    """The memo size of the maps and estimate jobs: ``NRE_FEATURE_MEMO_MB`` if set (0 disables it), else 512 MB.
+    An environment variable, not a config key: it changes memory and time only, never a result, so it must not
+    change the config hash nor make Snakemake rerun finished jobs."""
+    import os
+
+    v = os.environ.get("NRE_FEATURE_MEMO_MB", "512")
+    try:
+        mb = float(v)
+    except ValueError:
+        raise ValueError(f"NRE_FEATURE_MEMO_MB must be a number of MB, got {v!r}") from None
+    if mb < 0:
+        raise ValueError(f"NRE_FEATURE_MEMO_MB must be >= 0, got {v!r}")
+    return mb
+
+
 @dataclass
 class DenseFeatures:
     desc: torch.Tensor  # (D, h, w) float32
@@ -48,6 +134,7 @@ class FeatureBackend(ABC):
     name: ClassVar[str] = ""
     levels: ClassVar[tuple[str, ...]] = ("coarse", "fine")
     temperature: float = 1.0
+    memo: FeatureMemo | None = None  # see enable_memo
 
     @abstractmethod
     def extract(self, image: np.ndarray, levels: tuple[str, ...] | None = None) -> dict[str, DenseFeatures]:
