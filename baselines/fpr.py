@@ -41,28 +41,36 @@ def robust(loss: str, s: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bilinear_with_gradient(fmap: np.ndarray, xy: np.ndarray, channels_last: bool = False):
-    """Bilinear samples (N, D) of a (D, h, w) map (``(h, w, D)`` with ``channels_last``, faster to gather) at map
+    """Bilinear samples (N, D) of a (D, h, w) map (``(h, w, D)`` with ``channels_last``, no conversion) at map
     positions xy (N, 2), their x/y gradients (N, D, 2), and a mask of positions inside [0, w-1] x [0, h-1]."""
-    h, w = fmap.shape[:2] if channels_last else fmap.shape[1:]
+    val, gx, gy, inside = _bilinear_hwd(fmap if channels_last else to_hwd(fmap), xy)
+    return val, np.stack([gx, gy], -1), inside
+
+
+def _bilinear_hwd(fmap: np.ndarray, xy: np.ndarray):
+    """``bilinear_with_gradient`` on an (h, w, D) map, gradients as two (N, D) arrays (gx, gy): the hot path of
+    FPR. The corners are gathered by flat row index from the (h w, D) view (one ``take`` per corner): the same bits
+    as 2-D fancy indexing, 1.17x faster on the default's fine map (scripts/bench_fpr.py)."""
+    h, w, D = fmap.shape
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1) & np.isfinite(xy).all(1)
     x = np.clip(np.nan_to_num(xy[:, 0]), 0, w - 1 - 1e-6)
     y = np.clip(np.nan_to_num(xy[:, 1]), 0, h - 1 - 1e-6)
     x0 = np.floor(x).astype(int)
     y0 = np.floor(y).astype(int)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
+    dx = (x0 < w - 1).astype(int)  # x1 = min(x0 + 1, w - 1)
+    dy = (y0 < h - 1).astype(int) * w
     a = (x - x0)[:, None].astype(fmap.dtype)  # the map's precision throughout (float32: half the memory traffic)
     b = (y - y0)[:, None].astype(fmap.dtype)
-    if channels_last:
-        f00, f01, f10, f11 = fmap[y0, x0], fmap[y0, x1], fmap[y1, x0], fmap[y1, x1]
-    else:
-        f00, f01, f10, f11 = fmap[:, y0, x0].T, fmap[:, y0, x1].T, fmap[:, y1, x0].T, fmap[:, y1, x1].T
+    flat = fmap.reshape(h * w, D)
+    i00 = y0 * w + x0
+    f00, f01 = flat.take(i00, axis=0), flat.take(i00 + dx, axis=0)
+    f10, f11 = flat.take(i00 + dy, axis=0), flat.take(i00 + dy + dx, axis=0)
     dx0, d10 = f01 - f00, f10 - f00
     ddx = f11 - f10 - dx0
     gx = dx0 + b * ddx
     gy = d10 + a * ddx
     val = f00 + b * d10 + a * gx  # = f00 + a dx0 + b d10 + a b ddx
-    return val, np.stack([gx, gy], -1), inside
+    return val, gx, gy, inside
 
 
 def to_hwd(fmap: np.ndarray) -> np.ndarray:
@@ -94,15 +102,16 @@ def refine_featuremetric(
     def evaluate(p):
         uv, valid, J = camera.project_with_jacobian(X, p)
         xy = img_to_map(uv, scale)  # the one image <-> map transform
-        val, grad, inside = bilinear_with_gradient(fmap_hwd, xy, channels_last=True)
+        val, gx, gy, inside = _bilinear_hwd(fmap_hwd, xy)
         ok = valid & inside
         r = val - src
         s = np.einsum("nd,nd->n", r, r).astype(np.float64)
         rho, w = robust(loss, s, c)
-        # a point leaving the map costs as much as the loss at a large residual (keeps costs comparable)
-        rho_out = robust(loss, np.array([4.0]), c)[0][0]
         cost = float(np.where(ok, rho, rho_out).sum())
-        return cost, r, w, grad, J * scale[None, :, None], ok
+        return cost, r, w, (gx, gy), J * scale[None, :, None], ok
+
+    # a point leaving the map costs as much as the loss at a large residual (keeps costs comparable)
+    rho_out = robust(loss, np.array([4.0]), c)[0][0]
 
     cost, r, w, grad, Jm, ok = evaluate(pose)
     it = 0
@@ -112,7 +121,7 @@ def refine_featuremetric(
         # Gauss-Newton with IRLS weights through the 2D map gradients (gx, gy) of each point, never forming the
         # (M, D, 6) residual Jacobian: H = sum w J^T (G^T G) J, g = sum w J^T (G^T r), G^T G and G^T r by
         # element-wise products over D, then (M, 6) BLAS products
-        gx, gy, ro, wo = grad[ok, :, 0], grad[ok, :, 1], r[ok], w[ok]
+        gx, gy, ro, wo = grad[0][ok], grad[1][ok], r[ok], w[ok]
         J0, J1 = Jm[ok, 0, :], Jm[ok, 1, :]  # (M, 6): d map x / d delta, d map y / d delta
         sxx = np.einsum("nd,nd->n", gx, gx).astype(np.float64) * wo
         sxy = np.einsum("nd,nd->n", gx, gy).astype(np.float64) * wo
