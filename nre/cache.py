@@ -2,13 +2,14 @@
 
 One compressed npz per pair, ``<pair_id>.npz``. Layout version ``CACHE_VERSION`` (this file's keys); the sparse
 map arrays follow ``nre.maps.FORMAT_VERSION`` (stored as ``maps_format``). Both are checked on load: a mismatch is
-an error asking to recompute, never a silent reuse.
+an error asking to recompute, never a silent reuse. (*) Backend options are compared by ``same_backend``: without
+the weights' file paths when their sha256 is recorded, so a moved checkout keeps its caches.
 
 | key | dtype, shape | content |
 | --- | --- | --- |
 | version, maps_format | int | layout versions |
 | pair_id | str | the pair |
-| backend, backend_options | str, JSON str | feature backend name and every option that changes the maps |
+| backend, backend_options | str, JSON str | feature backend name and every option that changes the maps (*) |
 | max_points, seed | int (-1 = no cap) | the query-point cap and its seed (``PairData.capped``) |
 | point_index | int32 (N,) | the capped query points, indices into the pair's source points |
 | coarse_level, dense_level | str | the backend levels used |
@@ -55,6 +56,23 @@ def backend_options(backend: FeatureBackend) -> str:
     """The backend's identity as a canonical JSON string (name and every option that changes the maps)."""
     opts = backend.options() if hasattr(backend, "options") else {}
     return json.dumps({"name": backend.name, "temperature": float(backend.temperature), **opts}, sort_keys=True)
+
+
+def backend_identity(options_json: str) -> dict:
+    """What makes two backends' maps the same: the options minus the weights' file paths when their content digest
+    (``sha256``) is recorded. A checkout moved elsewhere or weights copied to another folder keep their caches."""
+    d = json.loads(options_json)
+    if d.get("sha256") is not None:
+        d.pop("weights", None)
+    return d
+
+
+def same_backend(cached_options: str, backend: FeatureBackend) -> bool:
+    """True if a cache made with ``cached_options`` (its backend_options JSON) comes from this backend's maps."""
+    try:
+        return backend_identity(str(cached_options)) == backend_identity(backend_options(backend))
+    except (ValueError, TypeError):
+        return False
 
 
 def _levels(backend: FeatureBackend, coarse_level: str | None, dense_level: str | None) -> tuple[str, str]:
@@ -213,7 +231,7 @@ def is_current(
         ident["version"] == CACHE_VERSION
         and ident["maps_format"] == FORMAT_VERSION
         and str(ident["pair_id"]) == str(pair_id)
-        and str(ident["backend_options"]) == backend_options(backend)
+        and same_backend(ident["backend_options"], backend)
     )
     if max_points is not None or seed is not None:
         ok = ok and ident["max_points"] == (-1 if max_points is None else int(max_points))
@@ -242,7 +260,7 @@ def problem_from_arrays(
             f"seed={int(arrays.get('seed', -1))}) differ from the pair's {len(idx)} capped points "
             "(different --max-points or seed, or a changed pair table); recompute the maps"
         )
-    if backend is not None and str(arrays["backend_options"]) != backend_options(backend):
+    if backend is not None and not same_backend(arrays["backend_options"], backend):
         raise CacheError(f"{where}: cache made with {arrays['backend_options']}, not {backend_options(backend)}")
     if backend is None and features is not None and str(arrays["backend"]) != features:
         raise CacheError(f"{where}: cache made with the {arrays['backend']} backend, not {features}")

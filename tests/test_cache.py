@@ -346,3 +346,37 @@ def test_feature_memo_size_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("NRE_FEATURE_MEMO_MB", "lots")
     with pytest.raises(ValueError, match="NRE_FEATURE_MEMO_MB"):
         memo_mb_default()
+
+
+def test_cache_identity_is_the_weights_content_not_their_path(pair, tmp_path):
+    """Caches made with network weights stay valid when the same files sit elsewhere (a moved checkout: the recorded
+    sha256 is the identity, not the path); other weights make them stale, and a cache is refused by load_problem."""
+    import shutil
+
+    from nre.features.nre_nets import COMPACT_WEIGHTS
+
+    be = get_backend("nre_compact")
+    arrays = cache.compute_pair_cache(pair, be, 40, 0, matches=False)
+    path = tmp_path / "c.npz"
+    cache.save(path, arrays)
+    copies = {}
+    for lv, p in COMPACT_WEIGHTS.items():
+        copies[lv] = tmp_path / "moved" / p.name
+        copies[lv].parent.mkdir(exist_ok=True)
+        shutil.copy(p, copies[lv])
+    moved = get_backend("nre_compact", coarse_weights=str(copies["coarse"]), fine_weights=str(copies["fine"]))
+    assert cache.backend_options(moved) != str(arrays["backend_options"])  # the paths differ ...
+    assert cache.is_current(path, pair.pair_id, moved, 40, 0, matches=False)  # ... the maps do not
+    cache.problem_from_arrays(pair.capped(40, 0), arrays, 0, moved)
+    # other weights at the same path: one coarse weight changed
+    ck = torch.load(copies["coarse"], map_location="cpu", weights_only=False)
+    ck["state_dict"]["body.0.conv.weight"] = ck["state_dict"]["body.0.conv.weight"] * 1.01
+    torch.save(ck, copies["coarse"])
+    other = get_backend("nre_compact", coarse_weights=str(copies["coarse"]), fine_weights=str(copies["fine"]))
+    assert not cache.is_current(path, pair.pair_id, other, 40, 0, matches=False)
+    with pytest.raises(cache.CacheError, match="cache made with"):
+        cache.problem_from_arrays(pair.capped(40, 0), arrays, 0, other)
+    # a backend without digests (dsift) still compares every option
+    d = cache.backend_options(get_backend("dsift"))
+    assert cache.same_backend(d, get_backend("dsift"))
+    assert not cache.same_backend(d, get_backend("dsift", fine_stride=8))
