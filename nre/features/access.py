@@ -35,6 +35,7 @@ class PairFeatures:
         self._src_maps: dict[str, DenseFeatures] = {}
         self._src_xy: tuple[np.ndarray, np.ndarray] | None = None
         self._images: dict[str, np.ndarray] = {}
+        self._keys: dict[str, tuple] = {}  # FeatureMemo keys of the two images
 
     def _extract(self, side: str, level: str) -> DenseFeatures:
         cache = self._tgt if side == "target" else self._src_maps
@@ -58,7 +59,9 @@ class PairFeatures:
             if memo is None:
                 cache.update(self.backend.extract(self._images[side], wanted))
             else:  # maps of an image seen in an earlier pair of this job are reused (FeatureMemo)
-                key = memo.image_key(self._images[side])
+                if side not in self._keys:  # one digest per image, whichever levels are asked for
+                    self._keys[side] = memo.image_key(self._images[side])
+                key = self._keys[side]
                 for lv in wanted:
                     hit = memo.get(key, lv)
                     if hit is not None:
