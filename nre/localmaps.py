@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nre.geometry import Camera, Pose, img_to_map
-from nre.maps import SparseLossMaps, bilinear_corners, log_omega
+from nre.maps import SparseLossMaps, bilinear_corners, log_omega, padded_matmul
 
 LOCAL_NORMS = ("reference", "mass")
 
@@ -65,7 +65,7 @@ def descriptor_window_logprob(
             ys = (torch.as_tensor(y0[s : s + chunk])[:, None] + ar).clamp(0, h - 1)  # (m, S)
             xs = (torch.as_tensor(x0[s : s + chunk])[:, None] + ar).clamp(0, w - 1)
             idx = (ys[:, :, None] * w + xs[:, None, :]).reshape(len(ys), -1)  # (m, S * S) flat cells
-            logits = torch.gather(src[s : s + chunk] @ flat, 1, idx)
+            logits = torch.gather(padded_matmul(src[s : s + chunk], flat, chunk), 1, idx)  # padded: see there
             out[s : s + chunk] = torch.log_softmax(logits, -1).reshape(-1, size, size).numpy()
     return out
 

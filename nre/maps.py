@@ -203,12 +203,31 @@ def lookup_dense(dense: np.ndarray, point_idx: np.ndarray, xy: np.ndarray, valid
 
 
 # ----------------------------------------------------------------------------------------------- engine
-def correspondence_logits(src_desc: torch.Tensor, tgt_map: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log correspondence maps: (N, D) x (D, h, w) -> (N, h*w) log-softmax over the cells."""
+def padded_matmul(a: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
+    """``a @ b`` computed as the first ``len(a)`` rows of a product with ``rows`` rows (``a`` zero-padded).
+
+    Chunked loops use it so that every chunk, the short last one included, is one product of the same shape.
+    BLAS picks its kernel by shape and thread count: measured with torch 2.13's MKL (AVX2), a product with 1-3
+    rows differs in the last bits from the same rows inside a 256-row product, and one with 5-7 or 9-11 rows
+    also differs between 1 and 2 threads. Full-shape products agree bit for bit at 1, 2 and 4 threads, so a
+    padded last chunk makes the maps independent of the thread count (``--cores``) and of where chunks end."""
+    import torch
+
+    m = a.shape[0]
+    if m < rows:
+        a = torch.cat([a, a.new_zeros((rows - m, a.shape[1]))])
+    return (a @ b)[:m]
+
+
+def correspondence_logits(
+    src_desc: torch.Tensor, tgt_map: torch.Tensor, temperature: float = 1.0, rows: int = 0
+) -> torch.Tensor:
+    """Log correspondence maps: (N, D) x (D, h, w) -> (N, h*w) log-softmax over the cells. ``rows`` > N pads
+    the product to that many rows (see ``padded_matmul``)."""
     import torch
 
     D, h, w = tgt_map.shape
-    logits = src_desc @ tgt_map.reshape(D, h * w)
+    logits = padded_matmul(src_desc, tgt_map.reshape(D, h * w), rows)
     if temperature != 1.0:
         logits = logits / temperature
     return torch.log_softmax(logits, dim=-1)
@@ -251,7 +270,7 @@ def dense_maps(
     cells_l, values_l, counts = [], [], np.zeros(N, dtype=np.int64)
     with torch.no_grad():
         for s in range(0, N, chunk):
-            logp = correspondence_logits(src[s : s + chunk], tmap, temperature)
+            logp = correspondence_logits(src[s : s + chunk], tmap, temperature, chunk)
             mx, am = logp.max(-1)
             argmax[s : s + chunk] = am.numpy()
             score[s : s + chunk] = mx.exp().numpy()

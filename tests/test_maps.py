@@ -144,3 +144,60 @@ def test_sparse_lookup_equals_dense_lookup():
     np.testing.assert_allclose(sparse_lookup(perm, xy, valid), ref, rtol=1e-6)
     empty = SparseLossMaps((5, 6), np.zeros(3, int), [], [], 2.0)
     np.testing.assert_array_equal(sparse_lookup(empty, xy[:2]), [2.0, 2.0])
+
+
+def _at_threads(n, fn):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("tail", [2, 7])
+def test_dense_maps_bits_do_not_depend_on_threads_or_where_chunks_end(tail):
+    # The short last chunk once ran a product of another shape: BLAS then picks another kernel, whose bits
+    # differ with the thread count (7 rows: 1 vs 2 threads) or from the full-chunk kernel (2 rows). Measured on
+    # real pairs: --cores 1 changed map scores of 30 of 825 default pairs. Every point's map must be the same
+    # bits whatever the thread count and wherever its chunk ends.
+    g = torch.Generator().manual_seed(tail)
+    n = 256 + tail
+    src = torch.nn.functional.normalize(torch.randn(n, 128, generator=g), dim=1) * 8
+    tgt = torch.randn(128, 30, 36, generator=g)
+
+    def run(s):
+        maps, st = dense_maps(s, tgt, 1.0, (8.0, 8.0))
+        return maps.to_dense(), st
+
+    ref_maps, ref = _at_threads(1, lambda: run(src))
+    for threads in (2, 4):
+        maps, st = _at_threads(threads, lambda: run(src))
+        np.testing.assert_array_equal(maps, ref_maps)
+        for f in ("argmax_xy", "score", "entropy"):
+            np.testing.assert_array_equal(getattr(st, f), getattr(ref, f), err_msg=f"{f}, {threads} threads")
+    # the last `tail` points moved to the first, full chunk: the same bits per point
+    perm = np.r_[n - tail : n, 0 : n - tail]
+    maps, st = _at_threads(1, lambda: run(src[torch.as_tensor(perm)]))
+    np.testing.assert_array_equal(maps, ref_maps[perm])
+    np.testing.assert_array_equal(st.score, ref.score[perm])
+    np.testing.assert_array_equal(st.entropy, ref.entropy[perm])
+
+
+def test_local_window_maps_bits_do_not_depend_on_threads_or_where_chunks_end():
+    from nre.localmaps import descriptor_window_logprob
+
+    g = torch.Generator().manual_seed(3)
+    n, h, w, size = 2 * 256 + 9, 30, 36, 8
+    src = torch.randn(n, 128, generator=g)
+    tgt = torch.randn(128, h, w, generator=g)
+    rng = np.random.default_rng(0)
+    x0, y0 = rng.integers(0, w - size, n), rng.integers(0, h - size, n)
+    # 256-row chunks (1080 cells): the last has 9 rows, a shape whose product once depended on the thread count
+    ref = _at_threads(1, lambda: descriptor_window_logprob(src, tgt, x0, y0, size))
+    for threads in (2, 4):
+        out = _at_threads(threads, lambda: descriptor_window_logprob(src, tgt, x0, y0, size))
+        np.testing.assert_array_equal(out, ref, err_msg=f"{threads} threads")
+    perm = np.r_[n - 2 : n, 0 : n - 2]
+    out = _at_threads(1, lambda: descriptor_window_logprob(src[torch.as_tensor(perm)], tgt, x0[perm], y0[perm], size))
+    np.testing.assert_array_equal(out, ref[perm])
