@@ -55,12 +55,29 @@ def file_hash(path) -> str:
 def provenance(config_path, pairs_csv) -> dict:
     from nre.commands.version import versions
 
-    return {
+    out = {
         "config": str(config_path),
         "config_sha256": file_hash(config_path),
         "pairs_sha256": file_hash(pairs_csv),
         "versions": versions(),
     }
+    generator = synth_generator(config_path)
+    if generator is not None:
+        out["synth_generator"] = generator
+    return out
+
+
+def synth_generator(config_path) -> int | None:
+    """``nre.data.synth.GENERATOR_VERSION`` if the config's data are the generated scenes (``data.synth``), else
+    None (e.g. MegaDepth)."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(config_path).read_text()) or {}
+    if not (cfg.get("data") or {}).get("synth"):
+        return None
+    from nre.data.synth import GENERATOR_VERSION
+
+    return GENERATOR_VERSION
 
 
 def _norm(df: pd.DataFrame, keys) -> pd.DataFrame:
@@ -186,7 +203,9 @@ def check(
     if pairs_csv is not None and Path(pairs_csv).exists() and prov.get("pairs_sha256") != file_hash(pairs_csv):
         notes.append(
             f"the run's pair table {pairs_csv} differs from the reference's (hash {file_hash(pairs_csv)} != "
-            f"{prov.get('pairs_sha256')}): the scenes or the pair sampling changed"
+            f"{prov.get('pairs_sha256')}): the scenes or the pair sampling changed (after a deliberate change of the "
+            "scene generator, bump nre.data.synth.GENERATOR_VERSION and rerun and update every reference made on "
+            "generated scenes)"
         )
     cur_dir = Path(current_eval_dir)
     if not (cur_dir / "failure_rates.csv").exists():

@@ -197,5 +197,34 @@ def test_committed_reference_is_not_stale(prov):
     assert file_hash(prov.parent / "pairs.csv") == d["pairs_sha256"], f"{prov.parent}/pairs.csv is not its pair table"
 
 
+@pytest.mark.parametrize("prov", REFERENCES, ids=[p.parent.name for p in REFERENCES])
+def test_committed_reference_was_made_on_the_current_scene_generator(prov):
+    """A reference made on generated scenes records the generator version it was made with; a generator change
+    (version bumped) fails here until the reference is rerun and updated. Its config hash alone cannot see that:
+    results/features once kept pairs from scenes the generator no longer made."""
+    from nre.regress import synth_generator
+
+    d = json.loads(prov.read_text())
+    want = synth_generator(REPO / d["config"])
+    assert d.get("synth_generator") == want, (
+        f"stale reference: {prov.parent} was made on scenes of generator version {d.get('synth_generator')}, the "
+        f"code generates version {want} (nre.data.synth.GENERATOR_VERSION); rerun {d['config']} and update it "
+        "(README: updating the reference results)"
+    )
+
+
+def test_provenance_records_the_generator_only_for_generated_scenes(tmp_path):
+    from nre.data.synth import GENERATOR_VERSION
+    from nre.regress import provenance
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("pair_id\n")
+    synth, mega = tmp_path / "synth.yaml", tmp_path / "mega.yaml"
+    synth.write_text("data: {root: data/synth, synth: {preset: quick}}\n")
+    mega.write_text("data: {root: /data/MegaDepth}\n")
+    assert provenance(synth, pairs)["synth_generator"] == GENERATOR_VERSION
+    assert "synth_generator" not in provenance(mega, pairs)
+
+
 def test_there_are_committed_references():
     assert {p.parent.name for p in REFERENCES} >= {"quick"}

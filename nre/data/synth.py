@@ -55,6 +55,12 @@ PRESETS = {
     "default": Preset({"train": 12, "tuning": 2, "test": 10}, {"train": 30, "tuning": 40, "test": 60}, 4000),
 }
 
+# Version of what this module generates. Bump it with any change that alters generated scenes (images, SfM models,
+# truth): committed references made on generated scenes record it (results/*/provenance.json, "synth_generator"),
+# and tests/test_regress.py then fails until each of them is rerun and updated, so no reference silently keeps
+# numbers from scenes the code no longer makes (results/features once did, after the scene-generation speed-up).
+GENERATOR_VERSION = 1
+
 
 # ----------------------------------------------------------------------------------------------- textures
 def _photo(name: str) -> np.ndarray:
