@@ -67,6 +67,18 @@ def backend_identity(options_json: str) -> dict:
     return d
 
 
+def options_diff(cached_options: str, backend: FeatureBackend) -> str:
+    """The options that differ between a cache's backend_options JSON and a backend, e.g.
+    ``strides: {'coarse': 16, 'fine': 4} (cache) vs {'coarse': 8, 'fine': 4}`` (a changed coarse stride)."""
+    try:
+        a = backend_identity(str(cached_options))
+    except (ValueError, TypeError):
+        return "unreadable backend_options"
+    b = backend_identity(backend_options(backend))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return "; ".join(f"{k}: {a.get(k)!r} (cache) vs {b.get(k)!r}" for k in keys)
+
+
 def same_backend(cached_options: str, backend: FeatureBackend) -> bool:
     """True if a cache made with ``cached_options`` (its backend_options JSON) comes from this backend's maps."""
     try:
@@ -261,7 +273,10 @@ def problem_from_arrays(
             "(different --max-points or seed, or a changed pair table); recompute the maps"
         )
     if backend is not None and not same_backend(arrays["backend_options"], backend):
-        raise CacheError(f"{where}: cache made with {arrays['backend_options']}, not {backend_options(backend)}")
+        raise CacheError(
+            f"{where}: cache made with other backend options ({options_diff(arrays['backend_options'], backend)}); "
+            f"recompute the maps: cache {arrays['backend_options']}, backend {backend_options(backend)}"
+        )
     if backend is None and features is not None and str(arrays["backend"]) != features:
         raise CacheError(f"{where}: cache made with the {arrays['backend']} backend, not {features}")
     coarse = SparseLossMaps.from_arrays(arrays, "coarse_")

@@ -24,11 +24,14 @@ from nre.geometry import Pose, img_to_map, map_to_img
 from nre.gnc import DEFAULT_SIGMAS, Terms, refine
 from nre.localmaps import (  # noqa: F401  (re-exported: the local-map API used to live here)
     LOCAL_NORMS,
+    MASS_REGIONS,
     DescriptorFineSource,
+    build_local_maps,
     coarse_mass,
     descriptor_window_logprob,
     local_fine_maps,
     local_windows,
+    window_mass,
 )
 from nre.maps import SparseLossMaps, dense_maps, log_omega, sparse_argmin, sparse_entropy, sparse_lookup
 from nre.msac import DenseTableScorer, OneHotScorer, msac, sampling_weights
@@ -124,20 +127,44 @@ def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list
         "stage_s": time.perf_counter() - t1,
     }
     out.append(_result("coarse_gnc", g.pose, t0, {**base, **d1, **_pose_diag(scorer, g.pose, problem.gt_pose)}))
+    out.append(fine_stage(problem, g.pose, maps, opts, t0, base, scorer))
+    return out
+
+
+def fine_stage(
+    problem: Problem,
+    coarse_pose: Pose,
+    maps: SparseLossMaps,
+    opts: NreOptions,
+    t0: float | None = None,
+    base: dict | None = None,
+    scorer=None,
+) -> EstimateResult:
+    """The fine stage of coarse-to-fine NRE from a coarse pose: local fine maps in windows around each point's
+    reprojection (scaled by the coarse ``maps``' mass, see ``nre.localmaps``), then fine GNC. ``t0``: the clock
+    start of the estimator (its run time includes the coarse stages); ``scorer``: Eq. 6 on the coarse maps."""
+    t0 = time.perf_counter() if t0 is None else t0
     source = problem.extras.get("fine_source")
     if source is None and problem.features is not None:
         source = DescriptorFineSource(problem.features, opts.fine_level)
     if source is None:
-        out.append(EstimateResult.failure("no fine descriptors (features access missing)", stage="fine_gnc"))
-        return out
+        return EstimateResult.failure("no fine descriptors (features access missing)", stage="fine_gnc")
     t2 = time.perf_counter()
-    fscale, fshape = source.scale, source.shape
-    x0, y0, valid = local_windows(g.pose, problem.points3d, problem.camera, fscale, fshape, opts.window, opts.margin_px)
-    logp = source.window_logprob(np.arange(problem.n), x0, y0, opts.window)
-    mass = coarse_mass(maps, g.pose, problem.points3d, problem.camera)
-    fine = local_fine_maps(logp, x0, y0, valid, mass, fshape, fscale, opts.local_norm)
+    fine = build_local_maps(
+        source,
+        maps,
+        coarse_pose,
+        problem.points3d,
+        problem.camera,
+        opts.window,
+        opts.margin_px,
+        opts.local_norm,
+        opts.mass_region,
+    )
     t3 = time.perf_counter()
-    f = refine(g.pose, problem.points3d, problem.camera, Terms.from_sparse(fine), opts.fine_sigmas, opts.max_iterations)
+    f = refine(
+        coarse_pose, problem.points3d, problem.camera, Terms.from_sparse(fine), opts.fine_sigmas, opts.max_iterations
+    )
     d2 = {
         "iterations": f.iterations,
         "accepted": f.accepted,
@@ -148,8 +175,9 @@ def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list
         **_fine_diag(fine, f.pose, problem),
         "fine_nnz": int(fine.nnz),
     }
-    out.append(_result("fine_gnc", f.pose, t0, {**base, **d2, **_pose_diag(scorer, f.pose, problem.gt_pose)}))
-    return out
+    if scorer is not None:
+        d2.update(_pose_diag(scorer, f.pose, problem.gt_pose))
+    return _result("fine_gnc", f.pose, t0, {**(base or {}), **d2})
 
 
 def nre_single_level(problem: Problem, opts: NreOptions | None = None, level: str | None = None) -> EstimateResult:

@@ -1,14 +1,33 @@
 """Local fine maps for the coarse-to-fine NRE (Sec. 5.3): windows around each point's coarse reprojection.
 
 A local softmax over a window always sums to 1, so an outlier would get a full-strength peak. Each local map is
-therefore scaled by the coarse probability mass m_n of its point in the 2 x 2 coarse cells around the point's coarse
-reprojection, and truncated at ln of the full fine grid's |Omega-ring|, so outliers stay weak:
+therefore scaled by a coarse probability mass m_n of its point and truncated at ln of the full fine grid's
+|Omega-ring| (the dense fine map's Eq. 7 threshold), so outliers stay weak: C_f(q) = m_n softmax_window(q) / S^k.
 
-- ``norm="reference"`` (default, as the reference implementation): C_f(q) = m_n * softmax_window(q) / S^2, S^2 the
-  number of window cells. Every fine loss is shifted up by ln S^2 (5.5 nats for S = 16), so a point's fine gain
-  (ln|Omega-ring| - L) depends more strongly on its coarse confidence.
-- ``norm="mass"``: C_f(q) = m_n * softmax_window(q): the coarse mass redistributed over the fine cells of the window
-  (a 16-cell window at stride 2 covers the 2 x 2 coarse cells of stride 16), a proper pmf over the full fine grid.
+What the scaling means (``local_norm``, k). Factor the dense fine map as C_f(q) = C_c(c(q)) C_f(q | c(q)), c(q) the
+coarse cell of fine cell q (a coarse cell covers (coarse_stride / fine_stride)^2 fine cells). If m_n is the coarse
+mass of the window's footprint (``window_mass``, ``mass_region="window"``) and the local softmax stands for the
+conditional, then m_n softmax_window(q) IS the dense fine map's probability of q (tested on known descriptors):
+``"mass"`` (k = 0) is the exact pmf, truncated where the dense map would be. Dividing by S (``"side"``, k = 1, what
+the reference implementation does) or by the S^2 window cells (``"cells"``, k = 2, our former default) makes every
+local probability S or S^2 times smaller than the dense map's: the same as truncating the dense map at
+ln(|Omega-ring| / S^k), i.e. a stricter outlier threshold (2.8 or 5.5 nats fewer gain for S = 16), not a
+normalisation. In the reference's geometry (stride-16 coarse, stride-2 fine, S = 16) the window's footprint is
+exactly the 2 x 2 coarse cells around the reprojection (``coarse_mass``, ``mass_region="corners"``); with our dsift
+strides (coarse 8 or 16, fine 4) the 64-pixel window covers 8 x 8 or 4 x 4 coarse cells, of which "corners" takes
+the central 2 x 2: a smaller mass, another (stricter) gate.
+
+Measured (``scripts/c2f_stages.py``, the same 80 hard default test pairs, fine GNC from the coarse GNC pose, coarse
+sigmas 1 .. 0.6; R>10 deg failures): dsift coarse stride 8: cells 0.463, side 0.463, mass 0.475 (mass over the
+window's footprint 0.475, and 6 pairs worse at R>2 than side, none better: McNemar p = 0.03); dsift stride 16:
+cells 0.588, side 0.650, mass 0.675; nre_compact (coarse net on the 2x image): cells 0.338, side 0.375; nre_compact
+at stride 16: cells 0.600, side 0.688. Over these four, side fails at R>10 where cells does not on 17 pairs, the
+converse on 2 (the dense-map-like scalings recover fewer wrong coarse poses: their outlier cells survive). Started
+at the true pose (the fine objective alone, dsift stride 8, R>2 / R>10): cells 0.212 / 0.075, side 0.125 / 0.013,
+mass 0.100 / 0.000: S^2 truncates every fine cell of points with little coarse mass, and from the truth that costs.
+The estimator starts from the coarse pose, so the default stays ``"cells"`` with ``"corners"`` (a deliberate,
+stricter outlier threshold, not a normalisation); ``local_norm="side"`` is the reference's formula, ``"mass"`` with
+``mass_region="window"`` the exact pmf.
 
 Windows are S x S fine cells (default S = 16 as in the reference; the paper says 64 x 64), centred on the coarse
 reprojection: the window's centre ((S - 1) / 2 cells from its origin) is within half a cell of the reprojection, not
@@ -24,7 +43,8 @@ import torch
 from nre.geometry import Camera, Pose, img_to_map
 from nre.maps import SparseLossMaps, bilinear_corners, log_omega, padded_matmul
 
-LOCAL_NORMS = ("reference", "mass")
+LOCAL_NORMS = {"mass": 0, "side": 1, "cells": 2}  # name -> power of the window side S the local map is divided by
+MASS_REGIONS = ("corners", "window")
 
 
 def local_windows(
@@ -84,17 +104,20 @@ class DescriptorFineSource:
 
 
 def local_fine_maps(
-    logp_local: np.ndarray, x0, y0, valid, coarse_mass: np.ndarray, fine_shape, fine_scale, norm: str = "reference"
+    logp_local: np.ndarray, x0, y0, valid, coarse_mass: np.ndarray, fine_shape, fine_scale, norm: str = "cells"
 ) -> SparseLossMaps:
     """Sparse loss maps over the full fine grid from local windows, scaled by the coarse mass."""
     N, S, _ = logp_local.shape
     h, w = fine_shape
     trunc = log_omega(h, w)
-    logm = np.log(np.maximum(np.asarray(coarse_mass, dtype=np.float64), 1e-300))
     if norm == "reference":
-        logm = logm - np.log(S * S)
-    elif norm != "mass":
-        raise ValueError(f"local_norm must be 'mass' or 'reference', got {norm!r}")
+        raise ValueError(
+            "local_norm 'reference' was renamed: the reference implementation divides by the window side S "
+            "('side'); our former default divided by the window cells S^2 ('cells'); see nre.localmaps"
+        )
+    if norm not in LOCAL_NORMS:
+        raise ValueError(f"local_norm must be one of {sorted(LOCAL_NORMS)}, got {norm!r}")
+    logm = np.log(np.maximum(np.asarray(coarse_mass, dtype=np.float64), 1e-300)) - LOCAL_NORMS[norm] * np.log(S)
     loss = -(logp_local + logm[:, None, None])
     ys, xs = np.mgrid[0:S, 0:S]
     X = x0[:, None, None] + xs
@@ -117,3 +140,54 @@ def coarse_mass(maps: SparseLossMaps, pose: Pose, points3d: np.ndarray, camera: 
     # cells at the truncation level hold (at most) 1/|Omega-ring|: count them as 0
     prob = np.where(dense[np.arange(maps.n)[:, None], flat] >= maps.trunc, 0.0, prob)
     return prob.sum(1)
+
+
+def _coarse_prob(maps: SparseLossMaps) -> np.ndarray:
+    """(N, h, w) coarse probabilities exp(-L) of the stored cells; truncated cells (at most 1/|Omega-ring|) as 0."""
+    dense = maps.to_dense(dtype=np.float32)
+    return np.where(dense < maps.trunc, np.exp(-dense), 0.0).astype(np.float32)
+
+
+def window_mass(maps: SparseLossMaps, x0, y0, size: int, fine_scale) -> np.ndarray:
+    """Coarse probability mass of each point's fine window: the coarse cells under the window's footprint, each
+    weighted by the fraction of its area inside the window (the coarse pmf taken as uniform within a cell)."""
+    fs = np.asarray(fine_scale, dtype=float)
+    cs = np.asarray(maps.scale, dtype=float)
+    h, w = maps.shape
+
+    # fine cell i spans map coordinates [i - 0.5, i + 0.5]: the window [x0 - 0.5, x0 + S - 0.5] in fine cells is
+    # [x0 / fs - 0.5, (x0 + S) / fs - 0.5] in pixels, [x0 cs / fs - 0.5, (x0 + S) cs / fs - 0.5] in coarse cells
+    def overlap(start, span, n):  # window [start, start + span] vs each coarse cell [j - 0.5, j + 0.5]: (N, n)
+        j = np.arange(n)[None, :]
+        lo, hi = start[:, None], start[:, None] + span
+        return np.clip(np.minimum(hi, j + 0.5) - np.maximum(lo, j - 0.5), 0.0, 1.0).astype(np.float32)
+
+    wx = overlap(np.asarray(x0, dtype=float) * cs[0] / fs[0] - 0.5, size * cs[0] / fs[0], w)
+    wy = overlap(np.asarray(y0, dtype=float) * cs[1] / fs[1] - 0.5, size * cs[1] / fs[1], h)
+    return np.einsum("nhw,nh,nw->n", _coarse_prob(maps), wy, wx).astype(float)
+
+
+def build_local_maps(
+    source,
+    coarse_maps: SparseLossMaps,
+    pose: Pose,
+    points3d: np.ndarray,
+    camera: Camera,
+    window: int,
+    margin_px: float,
+    norm: str,
+    region: str,
+) -> SparseLossMaps:
+    """The local fine maps of coarse-to-fine NRE at ``pose``: windows (``local_windows``), their local log-softmax
+    from ``source`` (``DescriptorFineSource``'s interface), scaled by the coarse mass of ``region`` ("window":
+    ``window_mass``; "corners": ``coarse_mass``) and the ``norm``."""
+    if region not in MASS_REGIONS:
+        raise ValueError(f"mass_region must be one of {MASS_REGIONS}, got {region!r}")
+    fscale, fshape = source.scale, source.shape
+    x0, y0, valid = local_windows(pose, points3d, camera, fscale, fshape, window, margin_px)
+    logp = source.window_logprob(np.arange(len(points3d)), x0, y0, window)
+    if region == "window":
+        mass = window_mass(coarse_maps, x0, y0, window, fscale)
+    else:
+        mass = coarse_mass(coarse_maps, pose, points3d, camera)
+    return local_fine_maps(logp, x0, y0, valid, mass, fshape, fscale, norm)

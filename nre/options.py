@@ -18,7 +18,10 @@ class NreOptions:
     max_iterations: int = 100
     window: int = 16
     margin_px: float = 8.0
-    local_norm: str = "reference"  # nre.localmaps: "reference" (divide by the window cells) or "mass"
+    local_norm: str = (
+        "cells"  # nre.localmaps: divide the local maps by S^2 ("cells"), S ("side", the reference) or 1 ("mass")
+    )
+    mass_region: str = "corners"  # nre.localmaps: coarse mass of the 2 x 2 "corners" cells or of the "window"
     p3p_solver: str = "numpy"  # nre.p3p.p3p_batch, or "poselib" (one call per sample)
     coarse_level: str = "coarse"
     fine_level: str = "fine"

@@ -244,6 +244,26 @@ def test_shared_level_backends_extract_every_level_at_once(pair):
     assert calls == [("coarse", "fine")] and set(g._tgt) == {"coarse", "fine"}
 
 
+def test_a_coarse_stride_change_is_another_cache(pair, backend, arrays, tmp_path):
+    """The coarse stride changes the cached coarse maps: the cache records it (backend options) and a backend with
+    another stride refuses it (``nre maps`` recomputes it: ``is_current`` is False), naming the option."""
+    p = cache.save(tmp_path / "s16.npz", arrays)
+    capped = pair.capped(400, 3)
+    s8 = get_backend("dsift", coarse_stride=8)
+    assert json.loads(str(arrays["backend_options"]))["strides"]["coarse"] == 16
+    assert not cache.is_current(p, pair.pair_id, s8, 400, 3)
+    with pytest.raises(cache.CacheError, match=r"strides: \{'coarse': 16, 'fine': 4\} \(cache\) vs \{'coarse': 8"):
+        cache.load_problem(capped, p, 0, s8)
+    a8 = cache.compute_pair_cache(pair, s8, 400, 3, matches=False)
+    W, H = pair.target_camera.size
+    assert tuple(a8["coarse_shape"]) == (round(H / 8), round(W / 8))
+    assert tuple(arrays["coarse_shape"]) == (round(H / 16), round(W / 16))
+    p8 = cache.save(tmp_path / "s8.npz", a8)
+    assert cache.is_current(p8, pair.pair_id, s8, 400, 3, matches=False)
+    assert not cache.is_current(p8, pair.pair_id, backend, 400, 3, matches=False)
+    assert cache.load_problem(capped, p8, 0, s8).coarse_maps.shape == tuple(a8["coarse_shape"])
+
+
 def test_coarse_only_cache(pair, backend, arrays, tmp_path):
     """``matches=False`` (nre maps --no-matches): the same coarse maps, no matches and no finest-level features
     computed; the Problem has no matches (RE estimators then fail with a reason) and coarse-to-fine NRE gives the

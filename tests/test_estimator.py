@@ -75,22 +75,26 @@ def test_nan_descriptors_fail_with_a_reason(feat_problem):
     assert not s.success and "fewer than 3 usable maps" in s.failure_reason
 
 
-def test_local_maps_reference_norm_keeps_outliers_weak():
-    """Same local softmax, coarse masses 1 (inlier) and 1e-3 (outlier): with the reference norm (divide by the
-    window cells) the outlier's peak is truncated away; every stored value follows the formula exactly."""
+def test_local_maps_norms_keep_outliers_weak():
+    """Same local softmax, coarse masses 1 (inlier) and 0.01 (outlier): dividing by the window cells (``cells``)
+    truncates the outlier's peak away, dividing by the side (``side``, the default) or by nothing (``mass``) keeps
+    it weaker by its mass; every stored value follows the formula exactly."""
     S, fshape, fscale = 16, (240, 320), np.array([0.5, 0.5])
     logits = -((np.mgrid[0:S, 0:S] - 7.0) ** 2).sum(0) / 2.0
     logp = np.stack([logits, logits]) - np.log(np.exp(logits).sum())
     x0, y0 = np.array([10, 100]), np.array([20, 50])
     valid = np.ones(2, bool)
     trunc = log_omega(*fshape)
-    ref = local_fine_maps(logp, x0, y0, valid, np.array([1.0, 1e-3]), fshape, fscale, "reference")
-    mass = local_fine_maps(logp, x0, y0, valid, np.array([1.0, 1e-3]), fshape, fscale, "mass")
-    assert ref.trunc == mass.trunc == pytest.approx(trunc)
-    assert ref.counts[1] == 0 < mass.counts[1] and ref.counts[0] > 0
-    d = ref.to_dense()[0]
-    np.testing.assert_allclose(d[20 + 7, 10 + 7], -logp[0, 7, 7] + np.log(S * S), rtol=1e-6)
-    np.testing.assert_allclose(mass.to_dense()[0][20 + 7, 10 + 7], -logp[0, 7, 7], rtol=1e-6)
+    m = np.array([1.0, 1e-2])
+    maps = {k: local_fine_maps(logp, x0, y0, valid, m, fshape, fscale, k) for k in ("cells", "side", "mass")}
+    assert all(v.trunc == pytest.approx(trunc) for v in maps.values())
+    assert maps["cells"].counts[1] == 0 < maps["side"].counts[1] < maps["mass"].counts[1]
+    for k, power in (("cells", 2), ("side", 1), ("mass", 0)):
+        d = maps[k].to_dense()
+        np.testing.assert_allclose(d[0][20 + 7, 10 + 7], -logp[0, 7, 7] + power * np.log(S), rtol=1e-6)
+    np.testing.assert_allclose(
+        maps["side"].to_dense()[1][50 + 7, 100 + 7], -logp[1, 7, 7] + np.log(S) - np.log(1e-2), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="local_norm"):
         local_fine_maps(logp, x0, y0, valid, np.ones(2), fshape, fscale, "other")
 

@@ -9,7 +9,7 @@ from nre.features import get_backend
 from nre.features import nre_nets as N
 from nre.features import s2dnet as S
 from nre.features.checkpoints import manifest_of, read_manifest
-from nre.geometry import img_to_map
+from nre.geometry import img_to_map, map_to_img
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -101,6 +101,32 @@ def test_backends_levels_scales_and_options():
         get_backend("nre_official")
     with pytest.raises(ValueError, match="not a hypercolumn layer"):
         get_backend("s2dnet", random_init=True, coarse_layer="conv4_3")
+
+
+def test_coarse_stride_8_from_a_stride_16_network():
+    """``coarse_stride=8``: "features" mode = the stride-16 descriptor map sampled bilinearly at the pixel centre of
+    every cell of the stride-8 grid (the one image <-> map transform); "image" mode = the network on the image
+    upsampled 2x. The option is part of the cache identity only when it is not the architecture's stride."""
+    img = (np.random.default_rng(2).random((96, 128, 3)) * 255).astype(np.uint8)
+    kw = {"coarse_weights": None, "fine_weights": None, "random_init": True}
+    b16 = get_backend("nre_compact", **kw)
+    b8 = get_backend("nre_compact", coarse_stride=8, **kw)
+    f16, f8 = b16.extract(img, ("coarse",))["coarse"], b8.extract(img, ("coarse",))["coarse"]
+    assert f8.desc.shape == (128, 12, 16) and np.allclose(f8.scale, 1 / 8)
+    ys, xs = np.mgrid[0:12, 0:16]
+    centres = map_to_img(np.c_[xs.ravel(), ys.ravel()].astype(float), f8.scale)
+    assert torch.allclose(f16.sample(centres), f8.desc.reshape(128, -1).T, atol=1e-5)
+    assert torch.allclose(b8.extract(img, ("fine",))["fine"].desc, b16.extract(img, ("fine",))["fine"].desc)
+    fi = get_backend("nre_compact", coarse_stride=8, coarse_stride_mode="image", **kw).extract(img, ("coarse",))
+    x2 = torch.nn.functional.interpolate(N.image_tensor(img), scale_factor=2, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(fi["coarse"].desc, b16.nets["coarse"](x2)[0], atol=1e-5)
+    assert np.allclose(fi["coarse"].scale, 1 / 8)
+    assert "coarse_stride" not in b16.options() and b8.options()["coarse_stride"] == 8
+    with pytest.raises(ValueError, match="coarse_stride must be 16 / k"):
+        get_backend("nre_compact", coarse_stride=12, **kw)
+    with pytest.raises(ValueError, match="coarse_stride_mode"):
+        get_backend("nre_compact", coarse_stride=8, coarse_stride_mode="pixels", **kw)
 
 
 def test_resize_keeps_the_one_image_to_map_transform():

@@ -43,6 +43,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 COMPACT_WEIGHTS = {"coarse": WEIGHTS_DIR / "compact_coarse.pth", "fine": WEIGHTS_DIR / "compact_fine.pth"}
 STRIDES = {"coarse": 16, "fine": 2}
+COARSE_STRIDE_MODES = ("features", "image")
 
 
 # ----------------------------------------------------------------------------------------------- Inception blocks
@@ -335,7 +336,14 @@ class NRENetBackend(FeatureBackend):
 
     Options: ``coarse_weights`` / ``fine_weights`` (checkpoint paths; ``None`` with ``random_init=True`` builds
     randomly initialised networks, for benchmarks and tests), ``max_size`` (coarse input: longest side, None = as is),
-    ``fine_max_size`` (fine input), ``device`` (auto: CUDA when available, else CPU)."""
+    ``fine_max_size`` (fine input), ``device`` (auto: CUDA when available, else CPU), ``coarse_stride`` (16, the
+    architecture's, or 16 / k: see below), ``coarse_stride_mode``.
+
+    ``coarse_stride`` 8 (or 4) gives a finer coarse grid from a network whose stride is 16 by architecture:
+    ``coarse_stride_mode="features"`` (default) bilinearly upsamples its descriptor map by 16 / stride (half-pixel
+    convention, the one image <-> map transform: cell j of the finer grid samples the network's map at
+    (j + 0.5) / k - 0.5); ``"image"`` runs the network on the image upsampled by k (k^2 the cost; the network then
+    sees the scene at k times its scale). The default (16) is the paper's coarse level."""
 
     arch: str = ""
     levels = ("coarse", "fine")
@@ -349,8 +357,22 @@ class NRENetBackend(FeatureBackend):
         device: str | None = None,
         random_init: bool = False,
         seed: int = 0,
+        coarse_stride: int = 16,
+        coarse_stride_mode: str = "features",
     ):
         from nre.features.checkpoints import load_network
+
+        k = 16 / coarse_stride if isinstance(coarse_stride, (int, float)) and coarse_stride > 0 else 0
+        if k < 1 or k != int(k):
+            raise ValueError(
+                f"{self.name}: coarse_stride must be 16 / k for an integer k >= 1 (16, 8, 4), got {coarse_stride!r}"
+            )
+        if coarse_stride_mode not in COARSE_STRIDE_MODES:
+            raise ValueError(
+                f"{self.name}: coarse_stride_mode must be one of {COARSE_STRIDE_MODES}, got {coarse_stride_mode!r}"
+            )
+        self.coarse_upsample = int(k)
+        self.coarse_stride_mode = coarse_stride_mode
 
         self.device = default_device(device)
         self.max_sizes = {"coarse": max_size, "fine": fine_max_size}
@@ -372,11 +394,15 @@ class NRENetBackend(FeatureBackend):
         self._digests = {lv: file_digest(p) for lv, p in self.weights.items()}
 
     def options(self) -> dict:
-        return {
+        opts = {
             "weights": {lv: (str(p) if p is not None else None) for lv, p in self.weights.items()},
             "sha256": self._digests,
             "max_sizes": self.max_sizes,
         }
+        if self.coarse_upsample != 1:  # recorded only when not the architecture's: older caches stay current
+            opts["coarse_stride"] = 16 // self.coarse_upsample
+            opts["coarse_stride_mode"] = self.coarse_stride_mode
+        return opts
 
     @torch.no_grad()
     def extract(self, image: np.ndarray, levels=None) -> dict[str, DenseFeatures]:
@@ -390,7 +416,14 @@ class NRENetBackend(FeatureBackend):
             ms = self.max_sizes[lv]
             if ms not in cache:
                 cache[ms] = image_tensor(image, ms).to(self.device)
-            desc = self.nets[lv](cache[ms])[0].float().cpu().contiguous()
+            x = cache[ms]
+            k = self.coarse_upsample if lv == "coarse" else 1
+            if k > 1 and self.coarse_stride_mode == "image":  # align_corners=False: the half-pixel convention
+                x = F.interpolate(x, scale_factor=k, mode="bilinear", align_corners=False)
+            desc = self.nets[lv](x)[0].float()
+            if k > 1 and self.coarse_stride_mode == "features":
+                desc = F.interpolate(desc[None], scale_factor=k, mode="bilinear", align_corners=False)[0]
+            desc = desc.cpu().contiguous()
             h, w = desc.shape[-2:]
             out[lv] = DenseFeatures(desc, np.array([w / W, h / H]), (W, H))
         return out
