@@ -5,6 +5,15 @@ map arrays follow ``nre.maps.FORMAT_VERSION`` (stored as ``maps_format``). Both 
 an error asking to recompute, never a silent reuse. (*) Backend options are compared by ``same_backend``: without
 the weights' file paths when their sha256 is recorded, so a moved checkout keeps its caches.
 
+Two digests make a cache that was altered, or that was made from other inputs, detectable. ``content_digest`` is
+the sha256 of every other array (name, dtype, shape, bytes), set by ``save``; ``inputs`` holds the sha256 of what
+the maps were computed from (``input_digests``: the bytes of both image files, the capped 3D points, the source
+camera and pose, the target camera). ``nre maps`` recomputes a cache whose digests do not match (``is_current``);
+``nre estimate`` (``load_problem``) refuses it, a recorded failure of the pair naming what differs (rerun ``nre
+maps``): the estimate jobs read the maps, they never make them. Layout 2 caches (before the digests) are refused
+with the message to recompute. When ``nre maps`` fails for a pair it removes the pair's old cache and writes
+``<pair_id>.npz.failed`` (the error), which ``load`` reports instead of "no map cache".
+
 | key | dtype, shape | content |
 | --- | --- | --- |
 | version, maps_format | int | layout versions |
@@ -21,16 +30,21 @@ the weights' file paths when their sha256 is recorded, so a moved checkout keeps
 | match_score, match_entropy | float32 (N,) | its probability; the map's entropy |
 | dense_shape, dense_scale | (2,) | the dense level's grid (h, w) and scale (its maps are never stored) |
 | seconds | float64 (4,) | features, coarse maps, dense argmax, total |
+| inputs | JSON str | sha256 of the inputs (``input_digests``) |
+| content_digest | str | sha256 of all the other arrays (``content_digest``) |
 
 Coarse maps are stored with offsets int32, cells uint16 (grids of at most 65536 cells) and values float16.
 Dense-level maps are computed in chunks of points by ``nre.maps.dense_maps`` and reduced to their argmax on the
-fly: memory stays at chunk x cells. Descriptors are not cached: estimators that need them recompute them lazily
-through ``PairFeatures``. Size at 1000 points, dsift defaults, 640 x 480: 0.07 MB (scripts/bench_maps.py; 0.1-0.35 MB
-on the quick preset at temperature 0.02, where more cells stay under the truncation). Budget: 2 MB (tested).
+fly: memory stays at chunk x cells. Non-finite maps (e.g. a temperature so small that the logits overflow) are an
+error naming the pair, never a cache of garbage argmaxes. Descriptors are not cached: estimators that need them
+recompute them lazily through ``PairFeatures``. Size at 1000 points, dsift defaults, 640 x 480: 0.07 MB
+(scripts/bench_maps.py; 0.1-0.35 MB on the quick preset at temperature 0.02, where more cells stay under the
+truncation). Budget: 2 MB (tested).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -44,12 +58,85 @@ from nre.maps import FORMAT_VERSION, MapStats, SparseLossMaps, dense_maps
 from nre.pair import PairData
 from nre.problem import Matches, Problem
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 IDENTITY_KEYS = ("version", "maps_format", "pair_id", "backend_options", "max_points", "seed")
+DIGEST_KEY = "content_digest"
 
 
 class CacheError(ValueError):
     pass
+
+
+def content_digest(arrays: dict) -> str:
+    """sha256 of every array but ``content_digest`` itself (name, dtype, shape and bytes, keys sorted)."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        if k == DIGEST_KEY:
+            continue
+        a = np.asarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes() if a.dtype.kind != "O" else str(a.tolist()).encode())
+    return h.hexdigest()
+
+
+def _sha(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else np.ascontiguousarray(p, dtype=np.float64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def _camera_digest(cam) -> str:
+    return _sha(f"{cam.model} {cam.width} {cam.height}".encode(), np.asarray(cam.params, dtype=np.float64))
+
+
+def input_digests(pair: PairData) -> dict:
+    """sha256 of what a (capped) pair's maps are computed from: both image files' bytes, the 3D points, the source
+    camera and pose (where the query descriptors are sampled) and the target camera. Reads the two image files
+    (~0.2 ms each for the default's JPEGs)."""
+    out = {}
+    for side in ("source", "target"):
+        path = Path(getattr(pair, f"{side}_image"))
+        try:
+            out[f"{side}_image"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise CacheError(f"{path}: cannot read the image ({e.strerror or e})") from e
+    out["points3d"] = _sha(pair.points3d)
+    out["source_camera"] = _camera_digest(pair.source_camera)
+    out["source_pose"] = _sha(pair.source_pose.matrix)
+    out["target_camera"] = _camera_digest(pair.target_camera)
+    return out
+
+
+def inputs_mismatch(stored, pair: PairData, digests: dict | None = None) -> list[str]:
+    """The inputs (names of ``input_digests``) that differ between a cache's ``inputs`` JSON and ``pair``."""
+    try:
+        old = json.loads(str(stored))
+    except (TypeError, ValueError):
+        return ["inputs (unreadable record)"]
+    new = input_digests(pair) if digests is None else digests
+    return [k for k in new if old.get(k) != new[k]]
+
+
+def _describe_inputs(pair: PairData, keys: list[str]) -> str:
+    names = {"source_image": f"source image {pair.source_image}", "target_image": f"target image {pair.target_image}"}
+    return ", ".join(names.get(k, k.replace("_", " ")) for k in keys)
+
+
+def failure_marker(path: str | Path) -> Path:
+    """``<pair_id>.npz.failed``: the error of ``nre maps`` for a pair it could not make (see ``mark_failed``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".failed")
+
+
+def mark_failed(path: str | Path, error: str) -> None:
+    """Record that ``nre maps`` failed for this cache: the old cache (not current, or it would not have been
+    recomputed) is removed and the error kept, so that ``nre estimate`` reports it truthfully."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    failure_marker(path).write_text(" ".join(str(error).split()) + "\n")
 
 
 def backend_options(backend: FeatureBackend) -> str:
@@ -123,6 +210,19 @@ def _compute(
     if matches:
         _, dstats = dense_maps(src_d, td.desc, 1.0, td.scale, False, chunk)
     t3 = time.perf_counter()
+    bad = [
+        name
+        for name, ok in (
+            ("coarse maps", np.isfinite(cstats.score).all() and np.isfinite(coarse.values).all()),
+            ("dense-level maps", not matches or bool(np.isfinite(dstats.score).all())),
+        )
+        if not ok
+    ]
+    if bad:
+        raise ValueError(
+            f"pair {pair.pair_id}: non-finite {' and '.join(bad)} ({backend.name} backend, temperature "
+            f"{backend.temperature}): the softmax overflowed or the descriptors are broken"
+        )
     idx = np.asarray(pair.meta.get("point_index", np.arange(pair.n)), dtype=np.int32)
     arrays = {
         "version": np.array(CACHE_VERSION),
@@ -141,6 +241,7 @@ def _compute(
         "coarse_entropy": cstats.entropy.astype(np.float32),
         "has_matches": np.array(bool(matches)),
         "seconds": np.array([t1 - t0, t2 - t1, t3 - t2, t3 - t0]),
+        "inputs": np.array(json.dumps(input_digests(pair), sort_keys=True)),
     }
     if matches:
         arrays.update(
@@ -175,12 +276,14 @@ def compute_pair_cache(
 
 
 def save(path: str | Path, arrays: dict) -> Path:
-    """Write atomically (a crash never leaves a truncated cache that looks current)."""
+    """Write atomically (a crash never leaves a truncated cache that looks current), with the ``content_digest`` of
+    the arrays; removes an earlier failure marker of the pair."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **{**arrays, DIGEST_KEY: np.array(content_digest(arrays))})
     tmp.replace(path)
+    failure_marker(path).unlink(missing_ok=True)
     return path
 
 
@@ -196,6 +299,9 @@ def load(path: str | Path) -> dict:
     """All arrays of a cache file, after its version check; a missing or unreadable file is a CacheError."""
     path = Path(path)
     if not path.exists():
+        marker = failure_marker(path)
+        if marker.exists():
+            raise CacheError(f"{path}: no map cache, `nre maps` failed for this pair: {marker.read_text().strip()}")
         raise CacheError(f"{path}: no map cache (run `nre maps` first)")
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -206,6 +312,11 @@ def load(path: str | Path) -> dict:
     if missing:
         raise CacheError(f"{path}: not a map cache of layout {CACHE_VERSION} (missing {missing}); recompute the maps")
     _check_version(path, int(arrays["version"]), int(arrays["maps_format"]))
+    if DIGEST_KEY not in arrays or str(arrays[DIGEST_KEY]) != content_digest(arrays):
+        raise CacheError(
+            f"{path}: content digest mismatch: the cache was altered after `nre maps` wrote it (or not written by "
+            "it); recompute the maps (`nre maps --force`)"
+        )
     return arrays
 
 
@@ -231,12 +342,22 @@ def is_current(
     max_points: int | None = None,
     seed: int | None = None,
     matches: bool = True,
+    pair: PairData | None = None,
 ) -> bool:
     """True if ``path`` holds this pair's cache with this layout, backend options and (when given) cap and seed;
-    with ``matches``, only a cache that has the dense-level matches (a coarse-only one is recomputed)."""
+    with ``matches``, only a cache that has the dense-level matches (a coarse-only one is recomputed). With ``pair``
+    (capped as the cache), also the content digest (an altered file) and the input digests (other images, points or
+    cameras) are checked: this reads the whole cache and the two image files."""
     ident = read_identity(path)
     if ident is None:
         return False
+    if pair is not None:
+        try:
+            arrays = load(path)
+        except CacheError:
+            return False
+        if "inputs" not in arrays or inputs_mismatch(arrays["inputs"], pair):
+            return False
     if matches and not bool((read_fields(path, ["has_matches"]) or {}).get("has_matches", True)):
         return False  # a coarse-only cache (absent key: a cache with matches, made before the key existed)
     ok = (
@@ -279,6 +400,13 @@ def problem_from_arrays(
         )
     if backend is None and features is not None and str(arrays["backend"]) != features:
         raise CacheError(f"{where}: cache made with the {arrays['backend']} backend, not {features}")
+    if "inputs" in arrays and DIGEST_KEY in arrays:  # a saved cache (layout 3); not arrays computed in memory
+        differ = inputs_mismatch(arrays["inputs"], pair)
+        if differ:
+            raise CacheError(
+                f"{where}: cache made from other inputs: the {_describe_inputs(pair, differ)} changed since `nre "
+                "maps` made it; recompute the maps (`nre maps`)"
+            )
     coarse = SparseLossMaps.from_arrays(arrays, "coarse_")
     score = np.asarray(arrays["coarse_score"], dtype=np.float32)
     stats = MapStats(
@@ -288,7 +416,7 @@ def problem_from_arrays(
         -np.log(np.maximum(score, 1e-30)),
     )
     matches = None
-    extras = {"pair": pair}
+    extras = {"pair": pair, "cache_digest": str(arrays[DIGEST_KEY]) if DIGEST_KEY in arrays else None}
     if "match_xy" in arrays:  # a coarse-only cache (nre maps --no-matches) has none: RE estimators then fail
         matches = Matches(
             np.asarray(arrays["match_xy"], dtype=np.float64),

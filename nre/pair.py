@@ -124,17 +124,17 @@ def _resolve_image(npz_path: Path, name: str) -> Path:
 def _image_size(path: Path) -> tuple[int, int]:
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"{path}: cannot read image")
+    from nre.features.images import read_image_file
+
+    img = read_image_file(path, cv2.IMREAD_UNCHANGED)
     return img.shape[1], img.shape[0]
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3), with a clear error for a missing or unreadable file."""
+    """RGB uint8 (H, W, 3), with a clear error naming a missing, unreadable or truncated file (a truncated JPEG,
+    which OpenCV would decode partially, is an error: ``nre.features.images.read_image_file``)."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"{path}: cannot read image (missing or corrupt)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    from nre.features.images import read_image_file
+
+    return cv2.cvtColor(read_image_file(path), cv2.COLOR_BGR2RGB)

@@ -43,7 +43,12 @@ def mocked(tmp_path, monkeypatch):
         for i, p in enumerate(PAIRS)
     ]
     pd.DataFrame(rows).to_csv(pairs, index=False)
-    seeds = {}
+    seeds_file = tmp_path / "seeds.jsonl"  # the pairs run in a forked worker: it reports through a file
+
+    def seeds():
+        if not seeds_file.exists():
+            return {}
+        return dict(json.loads(ln) for ln in seeds_file.read_text().splitlines())
 
     def load_pair(root, row):
         if row["pair_id"] == "sB_bad":
@@ -54,7 +59,8 @@ def mocked(tmp_path, monkeypatch):
         if pair.pair_id == "sB_nocache":
             raise nre.cache.CacheError(f"{cache_path}: no map cache (run `nre maps` first)")
         assert str(cache_path).endswith(f"{pair.pair_id}.npz")
-        seeds[pair.pair_id] = seed
+        with open(seeds_file, "a") as f:
+            f.write(json.dumps([pair.pair_id, seed]) + "\n")
         pair.problem.seed = seed
         pair.problem.pair_id = pair.pair_id
         return pair.problem
@@ -87,7 +93,8 @@ def test_rows_for_every_pair_and_setting_failures_recorded(mocked):
     assert json.loads(good["diagnostics"].iloc[0])["max_iterations"] == 10000
     assert "poselib" in json.loads(df["versions"].iloc[0])
     # per-pair seeds: derived from (config seed, pair id, estimator), whatever the chunking
-    assert seeds == {p: derive_seed(7, p, "lo_ransac_poselib") for p in PAIRS if p not in ("sB_bad", "sB_nocache")}
+    expected = {p: derive_seed(7, p, "lo_ransac_poselib") for p in PAIRS if p not in ("sB_bad", "sB_nocache")}
+    assert seeds() == expected
     parts = pd.concat(
         [
             run(
@@ -154,7 +161,7 @@ def test_imported_poses_need_no_maps(mocked, tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "poses.csv", index=False)
     options = json.dumps({"csv": str(tmp_path / "poses.csv")})
     df = run("--estimator", "imported", "--name", "external", "--options", options).set_index("pair_id")
-    assert not seeds  # the map cache was never read
+    assert not seeds()  # the map cache was never read
     assert df.loc[["sA_p0", "sB_nocache"], "success"].all()
     assert (df.loc[["sA_p0", "sB_nocache"], "rotation_error_deg"] < 1e-4).all()
     assert df.loc["sA_p1", "failure_reason"] == "no imported pose for this pair"

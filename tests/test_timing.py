@@ -117,27 +117,44 @@ def _fresh(code: str) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
+def _spy(flag, expr: str) -> str:
+    """Code that makes every ``Estimator.run`` append ``expr`` to the file ``flag``: it runs where the estimator
+    runs, in the worker process of `nre estimate` (forked, so the patch is inherited) or in-process for timing."""
+    return (
+        "import sys\nimport baselines.base as B\norig = B.Estimator.run\n"
+        "def run(self, *a):\n    out = orig(self, *a)\n"
+        f"    open({str(flag)!r}, 'a').write(str({expr}) + chr(10))\n    return out\n"
+        "B.Estimator.run = run\n"
+    )
+
+
 def test_ransac_jobs_never_load_torch_and_torch_jobs_get_their_threads(pairs_and_maps, tmp_path):
     """Importing torch is ~2.5 s, most of a RANSAC job: `nre estimate` and `nre timing` on cached maps must not
-    load it. A job that does use torch still runs with the --threads it was given (set before torch loads)."""
+    load it, neither in the job's process nor in its worker. A job that does use torch still runs with the --threads
+    it was given (set before torch loads)."""
     pairs, maps = pairs_and_maps
     est = ["estimate", "--pairs", str(pairs), "--root", str(TINY_MD), "--maps-dir", str(maps), "--max-points", "200"]
     spec = json.dumps({"oracle": {"cls": "oracle"}, "magsac_pp": {"cls": "magsac_pp"}})
     tim = ["timing", "--pairs", str(pairs), "--root", str(TINY_MD), "--max-points", "200", "--n-pairs", "1"]
     tim += ["--no-stages", "--maps-dir", str(maps), "--estimators", spec, "--threads", "1"]
+    flag = tmp_path / "torch_loaded.txt"
     for args in (
         [*est, "--estimator", "lo_ransac_poselib", "--threads", "1", "--out", str(tmp_path / "p.parquet")],
         [*est, "--estimator", "gc_ransac", "--grid", '{"threshold": [8]}', "--out", str(tmp_path / "g.parquet")],
         [*tim, "--out", str(tmp_path / "t.csv")],
     ):
-        code = f"import sys; from nre.cli import main; main({args!r}); print('torch' in sys.modules)"
+        code = _spy(flag, "'torch' in sys.modules")
+        code += f"from nre.cli import main; main({args!r}); print('torch' in sys.modules)"
         assert _fresh(code) == "False", args
+    assert set(flag.read_text().split()) == {"False"} and len(flag.read_text().split()) == 3 + 3 + 2
     assert pd.read_parquet(tmp_path / "p.parquet")["success"].any()
     assert len(pd.read_csv(tmp_path / "t.csv")) == 2
     args = [*est, "--estimator", "re_gauss", "--grid", '{"sigma": [5]}', "--threads", "1"]
     args += ["--options", '{"msac_iterations": 100}', "--out", str(tmp_path / "r.parquet")]
-    code = f"import sys; from nre.cli import main; main({args!r}); print(sys.modules['torch'].get_num_threads())"
-    assert _fresh(code) == "1"
+    threads = tmp_path / "threads.txt"
+    code = _spy(threads, "sys.modules['torch'].get_num_threads()") + f"from nre.cli import main; main({args!r})"
+    _fresh(code + "; print('ok')")
+    assert threads.read_text().split() == ["1"] * 3
 
 
 def test_a_ransac_job_checks_the_backend_of_the_maps_it_reads(pairs_and_maps, tmp_path):

@@ -1,8 +1,10 @@
 """``nre maps``: compute each pair's cached maps (coarse sparse loss maps, dense-level argmax matches, stats).
 
 One ``<pair_id>.npz`` per pair in ``--out-dir`` (format: ``nre.cache``). A pair whose cache exists with the same
-layout version, backend options, point cap and seed is skipped, so a rerun computes only what is new. A failing
-pair is recorded in the manifest (status ``failed`` and the error) and never stops the run.
+layout version, backend options, point cap and seed, an intact content digest and the digests of the same inputs
+(images, points, cameras) is skipped, so a rerun computes only what is new or altered. A failing pair is recorded in
+the manifest (status ``failed`` and the error) and in ``<pair_id>.npz.failed`` (its old cache removed, so that
+``nre estimate`` records this error for the pair), and never stops the run.
 Descriptor maps of an image shared by several pairs are extracted once per job and kept in memory
 (``NRE_FEATURE_MEMO_MB``, default 512; 0 turns it off), so a pair's feature time in its cache reflects that.
 Manifest columns: pair_id, path, status (ok / failed), error, seconds, cached (reused an existing file), n_points,
@@ -73,14 +75,20 @@ def run(args) -> int:
         path = out / f"{pid}.npz"
         rec = {"pair_id": pid, "path": str(path), "status": "ok", "error": "", "cached": False, "n_points": 0}
         try:
+            pair = load_pair(args.root, row)
             current = not args.force and cache.is_current(
-                path, pid, backend, args.max_points, args.seed, matches=not args.no_matches
+                path,
+                pid,
+                backend,
+                args.max_points,
+                args.seed,
+                matches=not args.no_matches,
+                pair=pair.capped(args.max_points, args.seed),  # digests: an altered or stale cache is recomputed
             )
             if current and not args.export_h5:
                 rec["cached"] = True
                 rec["n_points"] = len(cache.read_fields(path, ["point_index"])["point_index"])
             else:
-                pair = load_pair(args.root, row)
                 if current:
                     arrays = cache.load(path)
                     rec["cached"] = True
@@ -95,6 +103,7 @@ def run(args) -> int:
             rec["bytes"] = path.stat().st_size
         except Exception as e:  # one failing pair never kills the run
             rec.update(status="failed", error=f"{type(e).__name__}: {e}", bytes=0)
+            cache.mark_failed(path, rec["error"])  # nre estimate reports this error for the pair
             log.warning("pair %s failed: %s\n%s", pid, rec["error"], traceback.format_exc(limit=3))
         rec["seconds"] = time.perf_counter() - t0
         rows.append(rec)

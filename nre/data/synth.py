@@ -6,7 +6,14 @@
     OUT/<scene>/sparse/             COLMAP model (PINHOLE): SIFT tracks triangulated and bundle-adjusted
     OUT/<scene>/truth/              COLMAP model with the renderer's true poses (and the tracks triangulated with them)
     OUT/<scene>/noise.json          how far the SfM model is from the truth (the benchmark's noise floor)
+    OUT/<scene>/scene.json          completion manifest: generator version, preset parameters, seed, file sizes
     OUT/scenes.yaml                 the scenes of each split (train / tuning / test)
+
+Resumable: each scene is generated in a staging folder ``OUT/.partial/<pid>/<scene>`` and renamed into place once
+complete, its ``scene.json`` written last inside it, so a folder ``OUT/<scene>`` with a matching manifest is a
+finished scene. A rerun after a kill keeps every such scene (same generator version, seed, image count, feature
+budget, files of the recorded sizes) and generates only the others; a scene folder without a matching manifest
+(killed before this existed, another seed or generator version) is regenerated.
 
 Each scene is a landmark of textured planes and boxes (facades, ground, occluding panels) seen by cameras at varied
 distances, heights, headings and focal lengths, with photometric changes. Textures are photographs bundled with
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -553,11 +562,61 @@ def generate_scene(
     return noise
 
 
+MANIFEST = "scene.json"
+STAGING = ".partial"  # OUT/.partial/<pid>/<scene>: scenes being generated (list_scenes finds no model there)
+
+
+def _scene_spec(name, split, n_images, seed, max_features, neighbours) -> dict:
+    """What a finished scene must have been generated with to be kept by a rerun."""
+    return {
+        "generator": GENERATOR_VERSION,
+        "name": name,
+        "split": split,
+        "n_images": int(n_images),
+        "seed": int(seed),
+        "max_features": int(max_features),
+        "match_neighbours": int(neighbours),
+    }
+
+
+def finished_scene(out: str | Path, spec: dict) -> dict | None:
+    """The noise report of a finished scene ``OUT/<name>`` generated with ``spec`` (``_scene_spec``), or None when
+    it is absent, incomplete or was made otherwise (its manifest missing, different, or a listed file missing or of
+    another size)."""
+    folder = Path(out) / spec["name"]
+    try:
+        man = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(man, dict) or man.get("spec") != spec or not isinstance(man.get("files"), dict):
+        return None
+    for rel, size in man["files"].items():
+        f = folder / rel
+        if not f.is_file() or f.stat().st_size != size:
+            return None
+    return man.get("noise")
+
+
 def _scene_job(args):
     out, name, split, n_images, seed, max_features, neighbours = args
+    out = Path(out)
+    spec = _scene_spec(name, split, n_images, seed, max_features, neighbours)
     photos = {n: _photo(n) for n in PHOTOS[split] + GROUND[split]}
     t1 = time.perf_counter()
-    noise = generate_scene(Path(out), name, split, n_images, seed, photos, max_features, neighbours)
+    stage = out / STAGING / str(os.getpid())
+    shutil.rmtree(stage / name, ignore_errors=True)
+    noise = generate_scene(stage, name, split, n_images, seed, photos, max_features, neighbours)
+    folder = stage / name
+    files = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
+    (folder / MANIFEST).write_text(json.dumps({"spec": spec, "files": files, "noise": noise}, indent=1))
+    if (out / name).exists():  # an incomplete or outdated scene: replaced as a whole
+        shutil.rmtree(out / name)
+    folder.rename(out / name)
+    try:
+        stage.rmdir()
+        stage.parent.rmdir()
+    except OSError:  # other scenes still being generated there
+        pass
     return name, split, noise, time.perf_counter() - t1
 
 
@@ -568,7 +627,6 @@ def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int 
     """Generate the scenes of a preset's ``splits`` (in parallel over ``jobs`` processes; each scene is seeded by its
     name, so a scene does not depend on ``jobs``, on the other splits, nor on the folder it is written to).
     ``OUT/scenes.yaml`` lists the splits generated here."""
-    import os
     from concurrent.futures import ProcessPoolExecutor
 
     if preset not in PRESETS:
@@ -585,22 +643,35 @@ def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int 
         if split in splits
         for i in range(p.n_scenes[split])
     ]
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     t0 = time.perf_counter()
     report, splits = {}, {}
+    todo = []
+    for task in tasks:  # a rerun after a kill keeps the finished scenes
+        noise = finished_scene(out, _scene_spec(*task[1:]))
+        if noise is None:
+            todo.append(task)
+        else:
+            report[task[1]] = noise
+    if len(todo) < len(tasks):
+        log.info("%d of %d scenes already generated, kept", len(tasks) - len(todo), len(tasks))
+    if todo:  # scenes.yaml (the workflow's output) exists only for a complete root
+        (out / "scenes.yaml").unlink(missing_ok=True)
+    for stale in (out / STAGING).glob("*"):  # staging folders of killed runs
+        shutil.rmtree(stale, ignore_errors=True)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
     if jobs == 1:
-        results = map(_scene_job, tasks)
+        results = map(_scene_job, todo)
     else:
         import multiprocessing as mp
 
         pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
-        results = pool.map(_scene_job, tasks)
+        results = pool.map(_scene_job, todo)
     for done, (name, _split, noise, dt) in enumerate(results, 1):
         report[name] = noise
         log.info(
             "[%d/%d] scene %s: %d images, %d points, SfM noise median %.3f deg / %.3f units (%.1f s)",
             done,
-            len(tasks),
+            len(todo),
             name,
             noise["num_images"],
             noise["num_points3D"],
@@ -612,7 +683,17 @@ def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int 
         pool.shutdown()
     for _, name, split, *_ in tasks:
         splits.setdefault(split, []).append(name)
+    try:
+        (out / STAGING).rmdir()
+    except OSError:
+        pass
+    report = {name: report[name] for _, name, *_ in tasks}  # in the preset's order, kept scenes included
     meta = {"preset": preset, "seed": seed, "splits": splits, "seconds": round(time.perf_counter() - t0, 1)}
-    (out / "scenes.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    (out / "noise.json").write_text(json.dumps(report, indent=2))
+    for fname, text in (
+        ("noise.json", json.dumps(report, indent=2)),
+        ("scenes.yaml", yaml.safe_dump(meta, sort_keys=False)),
+    ):
+        tmp = out / f".{fname}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / fname)  # atomically, scenes.yaml last
     return meta
