@@ -274,18 +274,30 @@ def parse_squeue(text: str) -> list[QueuedJob]:
 
 
 class PendingWatch:
-    """Feed it ``squeue`` snapshots (``update(jobs, now)``); it returns the reasons to give up, if any:
-    a job pending with a never-satisfiable reason for ``grace_s``, or jobs pending for ``idle_s`` while none runs."""
+    """Feed it ``squeue`` snapshots of one run's jobs while its Snakemake runs (``update(jobs, now)``); it returns
+    the reasons to give up, if any: a job pending with a never-satisfiable reason for ``grace_s``; jobs pending for
+    ``idle_s`` while none runs; or none pending nor running for ``quiet_s`` (Snakemake waits for jobs that SLURM has
+    finished: its status queries fail, e.g. ``sacct`` without slurmdbd)."""
 
-    def __init__(self, grace_s: float = 20, idle_s: float = 300):
-        self.grace_s, self.idle_s = grace_s, idle_s
+    def __init__(self, grace_s: float = 20, idle_s: float = 300, quiet_s: float = 240):
+        self.grace_s, self.idle_s, self.quiet_s = grace_s, idle_s, quiet_s
         self.never_since: dict[str, float] = {}
         self.idle_since: float | None = None
+        self.quiet_since: float | None = None
 
     def update(self, jobs: list[QueuedJob], now: float) -> list[str]:
         problems = []
         pending = [j for j in jobs if j.state == "PENDING"]
         running = [j for j in jobs if j.state in ("RUNNING", "COMPLETING", "CONFIGURING")]
+        if pending or running:
+            self.quiet_since = None
+        else:
+            self.quiet_since = now if self.quiet_since is None else self.quiet_since
+            if now - self.quiet_since >= self.quiet_s:
+                problems.append(
+                    f"no SLURM job of this run pending or running for {now - self.quiet_since:.0f} s while Snakemake "
+                    "still waits: it does not see finished jobs (status command? sacct needs slurmdbd)"
+                )
         never = {j.jobid: j for j in pending if j.reason in NEVER_REASONS}
         self.never_since = {k: self.never_since.get(k, now) for k in never}
         for k, j in never.items():

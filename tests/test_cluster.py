@@ -111,6 +111,13 @@ def test_pending_watch():
     (msg,) = w.update(idle, 1300)
     assert "none running" in msg
     assert w.update(busy, 1310) == []  # reset once something runs
+    # everything finished long ago but Snakemake still waits (the silent sacct hang without slurmdbd)
+    w = PendingWatch(quiet_s=240)
+    done = parse_squeue("31|COMPLETED|None|r\n")
+    assert w.update(done, 0) == [] and w.update([], 200) == [] and w.update(busy, 210) == []
+    assert w.update(done, 220) == [] and w.update([], 400) == []
+    (msg,) = w.update(done, 460)
+    assert "does not see finished jobs" in msg
 
 
 def test_gpu_backends_match_the_backend_classes():

@@ -3,9 +3,10 @@ single-node cluster of ``.ci/slurm_up.sh``). Skipped when no SLURM answers.
 
 - a job no node can run stops the run before any submission, with the fix (no job PENDING forever);
 - config/quick.yaml through ``workflow/profiles/slurm`` gives the same tables as the same config run locally
-  (timing aside, ``nre.compare``). The SLURM run is watched: a job pending for a reason that never resolves, or
-  pending while none runs, or the whole run over its time budget, fails the test with that reason and cancels the
-  run's jobs, instead of hanging CI.
+  (timing aside, ``nre.compare``). The SLURM run is watched (``nre.cluster.PendingWatch``): a job pending for a
+  reason that never resolves, jobs pending while none runs, no job queued for 4 min while Snakemake still waits
+  (status queries that never see a finished job), or the whole run over its time budget, fails the test with that
+  reason and cancels the run's jobs, instead of hanging CI.
 """
 
 import os
@@ -74,7 +75,7 @@ def _run_watched(cmd, log_path, timeout_s):
     """Run Snakemake with the SLURM executor; return (exit code, wall s). On a stuck job or time-out: kill it,
     cancel the jobs it submitted, fail with the reason."""
     before = {j.jobid for j in _squeue()}
-    watch = PendingWatch(grace_s=20, idle_s=300)
+    watch = PendingWatch(grace_s=20, idle_s=300, quiet_s=240)
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
