@@ -1,6 +1,9 @@
 # The NRE benchmark workflow: scenes -> pairs -> maps -> estimates -> evaluate -> select -> tables, figures, report.
-# Rules are thin: each calls one `nre` subcommand. Resources live in workflow/profiles/, never in the config.
+# Rules are thin: each calls one `nre` subcommand. Resources live in workflow/profiles/, never in the config (the
+# GPU request follows the feature backend: resource gpu in the rules, nre.features.backend_uses_gpu).
 from snakemake.utils import validate
+
+from nre.features import backend_uses_gpu  # which feature backends get a GPU on a cluster (resource gpu)
 
 
 # config/config.yaml unless --configfile is given: a CLI config file replaces it (no key-by-key merge, so a
@@ -11,6 +14,15 @@ if not workflow.overwrite_configfiles:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+
+
+onstart:
+    # SLURM: every job's CPUs / memory / GPUs against sinfo's nodes before anything is submitted (a job no node can
+    # run would stay PENDING forever, unreported); jobs themselves run with --no-hooks
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        from nre.cluster import check_workflow
+
+        check_workflow(workflow)
 
 
 include: "workflow/rules/common.smk"

@@ -18,6 +18,15 @@ if TYPE_CHECKING:  # torch is imported where it is used: a job that needs no fea
     import torch
 
 _BACKENDS: dict[str, type[FeatureBackend]] = {}
+# Backends that run a network, on CUDA when a GPU is visible and on the CPU otherwise (``device: auto``): the workflow
+# asks a GPU for their jobs on a cluster (workflow/rules, resource ``gpu``). A plain set, so that the workflow reads it
+# without importing torch; tests/test_cluster.py checks it against the backends' ``uses_gpu``.
+GPU_BACKENDS = frozenset({"nre_compact", "nre_official", "s2dnet"})
+
+
+def backend_uses_gpu(name: str) -> bool:
+    """Whether the feature backend ``name`` runs a network that a GPU speeds up (dense SIFT does not)."""
+    return name in GPU_BACKENDS
 
 
 class FeatureMemo:
@@ -133,6 +142,7 @@ class DenseFeatures:
 class FeatureBackend(ABC):
     name: ClassVar[str] = ""
     levels: ClassVar[tuple[str, ...]] = ("coarse", "fine")
+    uses_gpu: ClassVar[bool] = False  # runs a network (on CUDA when a GPU is visible): keep GPU_BACKENDS in step
     temperature: float = 1.0
     memo: FeatureMemo | None = None  # see enable_memo
 

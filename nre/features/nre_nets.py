@@ -347,6 +347,7 @@ class NRENetBackend(FeatureBackend):
 
     arch: str = ""
     levels = ("coarse", "fine")
+    uses_gpu = True
 
     def __init__(
         self,

@@ -115,6 +115,7 @@ class S2DNetBackend(FeatureBackend):
 
     name = "s2dnet"
     levels = ("coarse", "fine")
+    uses_gpu = True
 
     def __init__(
         self,

@@ -68,9 +68,7 @@ rule train:
         cfg=config.get("train", {}).get("config", "config/train.yaml"),
         outdir=lambda w, output: os.path.dirname(os.path.dirname(output.coarse)),
         root=lambda w: os.path.dirname(TRAIN_SCENES) if TRAIN_SCENES else ROOT,
-    threads: 2
-    resources:
-        gpu=1,
+    threads: 2  # nre train runs on the CPU (no device option): no GPU requested
     log:
         f"{OUT}/logs/train.log",
     conda:

@@ -93,6 +93,8 @@ if FIG4:
             root=lambda w: ROOT,
             maxpts=MAXPTS,
             seed=SEED,
+        resources:
+            gpu=int(backend_uses_gpu(T1)),  # the Table 1 backend's features: a GPU for a network, none for dsift
         priority: -10  # fills a core left idle, e.g. next to the single-core tables job at the end
         log:
             f"{OUT}/logs/map_pictures.log",
@@ -121,6 +123,8 @@ rule timing_stages:
         maxpts=MAXPTS,
         seed=SEED,
     threads: ALL_CORES
+    resources:
+        gpu=int(backend_uses_gpu(T1)),  # times the Table 1 backend's feature extraction
     log:
         f"{OUT}/logs/timing/stages.log",
     conda:

@@ -14,6 +14,8 @@ rule maps:
         # needs the coarse maps and computes its own fine windows: no dense-level matches, no fine features here
         matches=lambda w: "" if w.features == T1 else " --no-matches",
     threads: 2
+    resources:
+        gpu=lambda w: int(backend_uses_gpu(w.features)),  # networks: 1 (SLURM: --gpus=1); dense SIFT: 0
     priority: 10  # every chunk's maps first: each unlocks a chunk's worth of estimator jobs to pack the cores with
     log:
         f"{OUT}/logs/maps/{{features}}_{{chunk}}.log",
