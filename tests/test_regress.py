@@ -312,3 +312,24 @@ def test_provenance_records_the_generator_only_for_generated_scenes(tmp_path):
 
 def test_there_are_committed_references():
     assert {p.parent.name for p in REFERENCES} >= {"quick"}
+
+
+def test_pair_table_compared_by_content_not_bytes(tmp_path):
+    """Scenes regenerated on another CPU move the pairs' measured distances in their last digits (the default's by
+    up to 2e-4, relative): same pairs, same categories, not a different pair table. Other pairs, another category
+    or a covisible count 30% off are."""
+    from nre.regress import pair_table_difference
+
+    ref = REPO / "results" / "quick" / "pairs.csv"
+    pairs = pd.read_csv(ref)
+    moved = pairs.assign(distance=pairs["distance"] * (1 + 2e-4), n_covisible=pairs["n_covisible"] + 1)
+    moved.to_csv(tmp_path / "moved.csv", index=False)
+    assert pair_table_difference(ref, tmp_path / "moved.csv") == ""
+    for name, change in (
+        ("category", lambda d: d.assign(category=d["category"].replace({"easy": "hard", "hard": "easy"}))),
+        ("covisible", lambda d: d.assign(n_covisible=(d["n_covisible"] * 1.3).round().astype(int))),
+        ("fewer", lambda d: d.iloc[:-1]),
+        ("ids", lambda d: d.assign(pair_id=d["pair_id"][::-1].to_numpy())),
+    ):
+        change(pairs).to_csv(tmp_path / f"{name}.csv", index=False)
+        assert pair_table_difference(ref, tmp_path / f"{name}.csv"), name
