@@ -1,6 +1,7 @@
 """Checkpoint loading without Lightning: random checkpoints generated from the committed manifests in the official
 file layouts (Lightning dict with an AttributeDict, class-keyed callbacks, wrapper prefixes; S2DNet's dict), strict
-key / shape matching with clear errors, and files that are not checkpoints."""
+key / shape matching with clear errors, files that are not checkpoints, legacy-format files with numpy metadata, and
+crafted files that would run code (refused, nothing runs)."""
 
 import pickle
 import sys
@@ -178,3 +179,101 @@ def test_our_checkpoints_use_the_same_loader(tmp_path):
     for k, v in net.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])
     torch.load(path, weights_only=True)  # plain dicts only
+
+
+class _Call:
+    """Pickles as a call of ``fn(*args)``: what a crafted checkpoint does to run code when it is unpickled."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _crafted(path, payload):
+    sd = random_state_dict(read_manifest("nre_fine"), seed=1)
+    torch.save({"state_dict": sd, "hyper_parameters": {"level": "fine", "x": payload}}, path)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_crafted_checkpoints_are_refused_and_run_nothing(tmp_path, legacy):
+    """A checkpoint whose unpickling calls numpy / os / builtins / torch functions is refused with an error naming
+    the global, and nothing runs (no file appears). The old fallback unpickler admitted any numpy.* / torch.*
+    callable: the numpy.save payload wrote its file."""
+    import builtins
+    import os
+
+    marker = tmp_path / "pwned.npy"
+    payloads = {
+        "numpy.save": _Call(np.save, str(marker), np.zeros(2)),
+        "system": _Call(os.system, f"touch {marker}"),
+        "builtins.exec": _Call(builtins.exec, f"open({str(marker)!r}, 'w').write('x')"),
+        "torch.save": _Call(torch.save, {"a": 1}, str(marker)),
+        "subprocess.Popen": _Call(__import__("subprocess").Popen, ["touch", str(marker)]),
+    }
+    for name, payload in payloads.items():
+        path = tmp_path / f"{name}.pth"
+        sd = random_state_dict(read_manifest("nre_fine"), seed=1)
+        obj = {"state_dict": sd, "hyper_parameters": {"level": "fine", "x": payload}}
+        torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+        with pytest.raises(CheckpointError, match=f"{path.name}: refused: .*{name.split('.')[-1]}"):
+            load_network(path, "fine", "official")
+        assert not marker.exists(), name
+        assert "\n" not in str(pytest.raises(CheckpointError, torch_load, path).value)
+
+
+def test_unknown_classes_become_inert_stubs(tmp_path):
+    """A class outside the standard library, numpy and torch (e.g. a Lightning callback used as a dict key) is an
+    inert stub: calling it records its arguments and runs nothing."""
+    mod = types.ModuleType("pytorch_lightning_fake")
+
+    class Callback:
+        def __init__(self, *a):
+            self.a = a
+
+        def __reduce__(self):
+            return Callback, self.a
+
+    Callback.__module__, Callback.__qualname__ = "pytorch_lightning_fake", "Callback"
+    mod.Callback = Callback
+    sys.modules["pytorch_lightning_fake"] = mod
+    marker = tmp_path / "pwned"
+    try:
+        _crafted(tmp_path / "c.pth", {Callback("touch", str(marker)): 1})
+    finally:
+        sys.modules.pop("pytorch_lightning_fake")
+    _, hp, _ = read_checkpoint(tmp_path / "c.pth")
+    (stub,) = hp["x"]
+    assert repr(stub) == "<Stub pytorch_lightning_fake.Callback>" and stub.args == ("touch", str(marker))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_numpy_metadata_and_legacy_format_load(tmp_path, legacy):
+    """Old checkpoints (torch < 1.6 wrote the legacy format, e.g. S2DNet's) with numpy scalars, dtypes and arrays in
+    their metadata load with weights-only loading; an object array is refused."""
+    man = read_manifest("s2dnet")
+    sd = random_state_dict(man, seed=2)
+    meta = {
+        "lr": np.float64(1e-4),
+        "step": np.int64(7),
+        "flag": np.bool_(True),
+        "mean": np.array([[0.485, 0.456, 0.406]], np.float32),
+        "fortran": np.asfortranarray(np.arange(6, dtype=">i4").reshape(2, 3)),
+        "names": np.array(["conv1_2", "conv3_3"]),
+        "dtype": np.dtype("f2"),
+    }
+    path = tmp_path / "s2dnet_weights.pth"
+    obj = {"state_dict": sd, "hypercolumn_layers": ["conv1_2", "conv3_3", "conv5_3"], "meta": meta}
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    net = S.load_s2dnet(path)
+    assert torch.equal(net.state_dict()["encoder.0.weight"], sd["encoder.0.weight"])
+    back = torch_load(path)["meta"]
+    for k, v in meta.items():
+        assert type(back[k]) is type(v) and np.array_equal(back[k], v), k
+    assert back["fortran"].dtype == np.dtype(">i4") and back["lr"] == 1e-4
+    bad = tmp_path / "object.pth"
+    torch.save({"state_dict": sd, "meta": np.array([{"a": 1}], dtype=object)}, bad)
+    with pytest.raises(CheckpointError, match="object.pth"):
+        torch_load(bad)

@@ -2,14 +2,19 @@
 
 A Lightning checkpoint is a torch-pickled dict with ``state_dict`` and ``hyper_parameters`` (plus ``epoch``,
 ``global_step``, ``pytorch-lightning_version``, ``optimizer_states``, ``lr_schedulers``, ``callbacks``...).
-``hyper_parameters`` is often Lightning's ``AttributeDict`` (a dict subclass), which cannot be unpickled without
-Lightning. ``read_checkpoint`` therefore:
+``hyper_parameters`` is often Lightning's ``AttributeDict`` (a dict subclass) and Lightning 1.x keys ``callbacks`` by
+callback *class*; neither can be unpickled without Lightning. ``torch_load`` reads every file with
+``torch.load(weights_only=True)`` and nothing else, so no code named by the file ever runs:
 
-1. loads with ``torch.load(weights_only=True)`` where Lightning's dict classes are mapped to a plain-dict stand-in
-   (no code from the file runs);
-2. if the file references other classes (old Lightning callbacks keyed by class, argparse Namespaces...), loads it
-   again with a restricted unpickler that only resolves torch / collections / numpy globals and replaces every other
-   class by an inert stand-in (``Stub``) that records its arguments, so no foreign code runs either.
+1. the pickle's globals are listed statically first (zip and legacy formats; ``scan_globals``);
+2. each global outside torch's weights-only allow-list is resolved to a stand-in of ours, never to the named object:
+   Lightning's AttributeDict -> a plain dict; numpy scalars, dtypes and arrays (metadata of old files) -> validated
+   data-only constructors (no object dtype); argparse's Namespace and class names (CapWords) outside the standard
+   library, numpy and torch (e.g. ``pytorch_lightning.callbacks.ModelCheckpoint`` as a dict key) -> an inert ``Stub``
+   that records its arguments;
+3. any other global (a function such as ``posix.system``, ``builtins.exec``, ``numpy.save``, ``torch.save``; a class
+   of the standard library, numpy or torch that is not data) refuses the file with a ``CheckpointError`` naming the
+   globals, before anything is unpickled.
 
 ``load_into(model, state_dict, path)`` matches keys and shapes strictly (after removing a wrapper prefix such as
 ``model.`` or ``module.`` when that is what makes the keys match) and raises ``CheckpointError`` naming the file and
@@ -22,11 +27,17 @@ Manifests (``nre/features/manifests/*.json``): parameter and buffer names with s
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import pickle
+import pickletools
+import sys
+import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from pathlib import Path
 
+import numpy as np
 import torch
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
@@ -37,6 +48,10 @@ LIGHTNING_DICT_CLASSES = (
     "lightning.fabric.utilities.data.AttributeDict",
 )
 WRAPPER_PREFIXES = ("model.", "module.", "net.", "network.")
+# roots whose names are never stubbed: what they name is either data (allow-listed) or refused
+_NEVER_STUB = {"numpy", "torch", "builtins", "_codecs", "copyreg", "__main__"}
+_DATA_BUILTINS = ("frozenset", "slice", "range", "dict", "list", "tuple")
+_NUMPY_KINDS = "biufcSU"  # bool, int, uint, float, complex, bytes, str: never object, void (structured) or datetime
 
 
 class CheckpointError(ValueError):
@@ -53,8 +68,16 @@ class AttributeDict(dict):
             raise AttributeError(key) from e
 
 
+class _PlainDict:
+    """Stand-in for Lightning's AttributeDict while unpickling: NEWOBJ makes a plain dict (the weights-only
+    unpickler only fills exact dicts), which ``_plain`` later wraps into ``AttributeDict``."""
+
+    def __new__(cls, *args, **kwargs):
+        return {}
+
+
 class Stub:
-    """Inert stand-in for a class the restricted unpickler refuses to import."""
+    """Inert stand-in for a class the loader does not import: records its arguments and state, runs nothing."""
 
     _qualname = "Stub"
 
@@ -78,52 +101,199 @@ def _stub_class(module: str, name: str) -> type:
     return type(name, (Stub,), {"_qualname": f"{module}.{name}", "__module__": "nre.features.checkpoints"})
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves torch / collections / numpy globals (what tensors and optimizer states need) and a few builtins;
-    every other global becomes an inert Stub subclass (so nothing from the file executes)."""
+# ---- numpy metadata, rebuilt by constructors of ours that only make plain numeric / string data
+class _NpDtype:
+    """``numpy.dtype(spec, align, copy)`` + BUILD(state): a dtype of kind bool / int / float / complex / bytes / str."""
 
-    SAFE_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "dict", "list", "tuple", "object"}
+    def __init__(self, spec=None, align=False, copy=True):
+        self.spec, self.byteorder = spec, "="
 
-    def find_class(self, module, name):
-        if module in LIGHTNING_DICT_MODULES and name == "AttributeDict":
-            return AttributeDict
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "|", "="):
+            self.byteorder = state[1]
+
+    def resolve(self) -> np.dtype:
+        spec = self.spec
+        if not (isinstance(spec, str) and spec[:1] in _NUMPY_KINDS and spec[1:].isdigit()):
+            raise pickle.UnpicklingError(f"numpy dtype {spec!r} refused (only bool, int, float, complex, str data)")
+        dt = np.dtype(spec)
+        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
+
+
+class _NpArrayClass:
+    """Stand-in for ``numpy.ndarray`` as the first argument of ``_reconstruct`` (never instantiated)."""
+
+
+class _NpArray:
+    """``numpy.core.multiarray._reconstruct(ndarray, shape, typecode)`` + BUILD(state): a plain numeric array."""
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("numpy array: unexpected pickle state")
+        _, shape, dt, fortran, raw = state
+        if not isinstance(dt, _NpDtype):
+            raise pickle.UnpicklingError("numpy array: unexpected dtype")
+        dt = dt.resolve()
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise pickle.UnpicklingError(f"numpy array: bad shape {shape!r}")
+        if isinstance(raw, str):  # protocol 2 writes bytes as latin-1 text through _codecs.encode
+            raw = raw.encode("latin1")
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+            raise pickle.UnpicklingError(f"numpy array: data does not match shape {shape} and dtype {dt}")
+        self.array = np.frombuffer(bytes(raw), dtype=dt).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _np_reconstruct(cls, shape, typecode):
+    if cls is not _NpArrayClass:
+        raise pickle.UnpicklingError("numpy _reconstruct of something else than an ndarray")
+    return _NpArray()
+
+
+def _np_scalar(dtype, data=None):
+    if not isinstance(dtype, _NpDtype):
+        raise pickle.UnpicklingError("numpy scalar: unexpected dtype")
+    dt = dtype.resolve()
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dt.itemsize:
+        raise pickle.UnpicklingError(f"numpy scalar: {dt} from unexpected data")
+    return np.frombuffer(bytes(data), dtype=dt)[0]
+
+
+_NUMPY_STANDINS = {}
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _NUMPY_STANDINS[f"{_mod}.scalar"] = _np_scalar
+    _NUMPY_STANDINS[f"{_mod}._reconstruct"] = _np_reconstruct
+_NUMPY_STANDINS["numpy.dtype"] = _NpDtype
+_NUMPY_STANDINS["numpy.ndarray"] = _NpArrayClass
+
+
+def scan_globals(path: Path) -> tuple[set[str], set[str]]:
+    """(globals, unsupported opcodes) of the pickle(s) of a torch file, read statically (nothing is unpickled).
+
+    Zip format (torch >= 1.6): ``<archive>/data.pkl``. Legacy format: the magic number, protocol, system info, the
+    object and the storage keys are five consecutive pickles followed by raw storage bytes."""
+    found: set[str] = set()
+    odd: set[str] = set()
+
+    def scan(stream) -> None:
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name == "GLOBAL":  # Python 2 names mapped as the weights-only unpickler maps them
+                module, name = arg.split(" ", 1)
+                if (module, name) in NAME_MAPPING:
+                    module, name = NAME_MAPPING[(module, name)]
+                elif module in IMPORT_MAPPING:
+                    module = IMPORT_MAPPING[module]
+                found.add(f"{module}.{name}")
+            elif op.name in ("STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4"):
+                odd.add(op.name)  # the weights-only unpickler rejects them too; named in the error
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            pkls = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            if not pkls:
+                raise CheckpointError(f"{path}: zip file without data.pkl: not a torch.save file")
+            for n in pkls:
+                with z.open(n) as fh:
+                    scan(io.BytesIO(fh.read()))
+    else:
+        with open(path, "rb") as fh:
+            for _ in range(5):
+                if not fh.peek(1):
+                    break
+                scan(fh)
+    return found, odd
+
+
+def _resolve_globals(path: Path, names: set[str]) -> list:
+    """Safe-globals entries (stand-in, name) for every non-allow-listed global, or CheckpointError."""
+    from torch import _weights_only_unpickler as wu
+
+    allowed = set(wu._get_allowed_globals())
+    safe, refused = [], []
+    for full in sorted(names - allowed):
+        module, _, name = full.rpartition(".")
         root = module.split(".")[0]
-        if root in ("torch", "collections", "numpy", "_codecs") or (
-            module == "builtins" and name in self.SAFE_BUILTINS
+        if full in LIGHTNING_DICT_CLASSES:
+            safe.append((_PlainDict, full))
+        elif full in _NUMPY_STANDINS:
+            safe.append((_NUMPY_STANDINS[full], full))
+        elif module == "builtins" and name in _DATA_BUILTINS:
+            safe.append((getattr(builtins, name), full))
+        elif full == "argparse.Namespace" or (
+            name[:1].isupper()
+            and root not in _NEVER_STUB
+            and root not in sys.stdlib_module_names
+            and all(part.isidentifier() for part in full.split("."))
         ):
-            return super().find_class(module, name)
-        return _stub_class(module, name)
-
-
-LIGHTNING_DICT_MODULES = {c.rsplit(".", 1)[0] for c in LIGHTNING_DICT_CLASSES}
-
-
-class _RestrictedPickleModule:
-    Unpickler = _RestrictedUnpickler
-    __name__ = "nre_restricted_pickle"
-
-    @staticmethod
-    def load(f, **kw):
-        return _RestrictedUnpickler(f, **kw).load()
+            safe.append((_stub_class(module, name), full))
+        else:
+            refused.append(full)
+    if any(fn is _np_reconstruct for fn, _ in safe):  # BUILD fills the stand-in array
+        safe.append((_NpArray, "nre.features.checkpoints._NpArray"))
+    if refused:
+        raise CheckpointError(
+            f"{path}: refused: the file calls or builds {', '.join(refused[:6])}"
+            + (f" (+{len(refused) - 6} more)" if len(refused) > 6 else "")
+            + "; only tensors, containers, numbers, strings and numpy data are read (weights-only loading)"
+        )
+    return safe
 
 
 def torch_load(path: str | Path) -> object:
-    """Load a torch file without Lightning: weights-only first, else the restricted unpickler (see module doc)."""
+    """Load a torch file without Lightning and without running any of its code (see the module doc)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    safe = [(AttributeDict, c) for c in LIGHTNING_DICT_CLASSES]
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file")
     try:
-        with torch.serialization.safe_globals(safe):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # a global outside the weights-only allow-list: retry with the restricted unpickler
+        names, odd = scan_globals(path)
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint file ({type(e).__name__}: {e})") from e
+    if odd:
+        raise CheckpointError(f"{path}: refused: pickle opcodes {sorted(odd)} are not read (weights-only loading)")
+    safe = _resolve_globals(path, names)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
+        with torch.serialization.safe_globals(safe):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused by the weights-only loader ({_one_line(e)})") from e
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint file ({type(e).__name__}: {e})") from e
+    return _finish_numpy(obj) if any(n in _NUMPY_STANDINS for n in names) else obj
+
+
+def _one_line(e: Exception) -> str:
+    """The informative line of torch's multi-line weights-only error."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if ln.startswith("WeightsUnpickler error") and i + 1 < len(lines):
+            return lines[i + 1]
+    return lines[0] if lines else type(e).__name__
+
+
+def _finish_numpy(obj):
+    """Replace the numpy stand-ins by arrays and dtypes (containers keep their type)."""
+    if isinstance(obj, _NpArray):
+        return obj.array
+    if isinstance(obj, _NpDtype):
+        return obj.resolve()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            obj[k] = _finish_numpy(v)
+        return obj
+    if isinstance(obj, list):
+        obj[:] = [_finish_numpy(v) for v in obj]
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_finish_numpy(v) for v in obj)
+    return obj
 
 
 def _plain(obj):
