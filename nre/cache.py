@@ -1,9 +1,10 @@
 """The per-pair map cache shared by every estimator of a run (``nre maps`` writes it, ``nre estimate`` reads it).
 
-One compressed npz per pair, ``<pair_id>.npz``. Layout version ``CACHE_VERSION`` (this file's keys); the sparse
-map arrays follow ``nre.maps.FORMAT_VERSION`` (stored as ``maps_format``). Both are checked on load: a mismatch is
-an error asking to recompute, never a silent reuse. (*) Backend options are compared by ``same_backend``: without
-the weights' file paths when their sha256 is recorded, so a moved checkout keeps its caches.
+One compressed npz per pair, ``<pair_id>.npz`` (``cache_path``; ids checked by ``nre.pair.check_pair_id``). Layout
+version ``CACHE_VERSION`` (this file's keys); the sparse map arrays follow ``nre.maps.FORMAT_VERSION`` (stored as
+``maps_format``). Both are checked on load: a mismatch is an error asking to recompute, never a silent reuse. (*)
+Backend options are compared by ``same_backend``: without the weights' file paths when their sha256 is recorded, so a
+moved checkout keeps its caches.
 
 Two digests make a cache that was altered, or that was made from other inputs, detectable. ``content_digest`` is
 the sha256 of every other array (name, dtype, shape, bytes), set by ``save``; ``inputs`` holds the sha256 of what
@@ -55,7 +56,7 @@ from nre.features.access import PairFeatures
 from nre.features.base import FeatureBackend
 from nre.geometry import map_to_img
 from nre.maps import FORMAT_VERSION, MapStats, SparseLossMaps, dense_maps
-from nre.pair import PairData
+from nre.pair import PairData, check_pair_id
 from nre.problem import Matches, Problem
 
 CACHE_VERSION = 3
@@ -273,6 +274,11 @@ def compute_pair_cache(
     ``matches=False``: coarse maps only (no dense-level argmax, so no finest-level features either), for a backend
     on which only coarse-to-fine NRE runs (it reads the coarse maps and computes its fine windows itself)."""
     return _compute(pair, backend, max_points, seed, coarse_level, dense_level, chunk, matches)[0]
+
+
+def cache_path(maps_dir: str | Path, pair_id) -> Path:
+    """``<maps_dir>/<pair_id>.npz``; an id that could leave ``maps_dir`` (``../x``, ``a/b``) is an InputError."""
+    return Path(maps_dir) / f"{check_pair_id(pair_id)}.npz"
 
 
 def save(path: str | Path, arrays: dict) -> Path:

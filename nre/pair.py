@@ -10,13 +10,32 @@ which is this project's convention too. Optional extra keys written by this proj
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from nre.errors import InputError
 from nre.geometry import Camera, Pose
 from nre.seeding import rng_for
+
+# A pair id names files (<maps-dir>/<pair_id>.npz): letters, digits and _ . + = @ , - only, not starting with a dot
+# or a dash, so that it can never leave its folder ("../x", "/abs", "a/b") nor read as a command-line option.
+# nre pairs builds ids as <scene>__<source stem>__<target stem>.
+PAIR_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]{0,199}")
+
+
+def check_pair_id(pair_id) -> str:
+    """``pair_id`` as a string if it is a safe file name stem (``PAIR_ID_RE``), else an ``InputError``."""
+    pid = str(pair_id)
+    if not PAIR_ID_RE.fullmatch(pid):
+        raise InputError(
+            f"unsafe pair id {pid!r}: ids name cache files, so they may only use letters, digits and _ . + = @ , - "
+            "(not first: . -), at most 200 characters"
+        )
+    return pid
+
 
 REQUIRED_KEYS = ("source_image", "target_image", "p3D", "source_P", "target_P", "source_K", "target_K")
 

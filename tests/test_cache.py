@@ -400,3 +400,33 @@ def test_cache_identity_is_the_weights_content_not_their_path(pair, tmp_path):
     d = cache.backend_options(get_backend("dsift"))
     assert cache.same_backend(d, get_backend("dsift"))
     assert not cache.same_backend(d, get_backend("dsift", fine_stride=8))
+
+
+def test_pair_ids_that_would_leave_the_maps_folder_are_rejected(tmp_path):
+    """A pair id is a file name: ``../x`` used to write ``<out-dir>/../x.npz``. Now nre maps records the pair as
+    failed (no file anywhere) and nre estimate gives it failure rows: the other pairs run, no row is dropped."""
+    from nre.data.pairs import sample_pairs
+    from nre.pair import check_pair_id
+
+    for ok in ("0016_0__0004__0009", "test_00__0001__0002", "a.b+c=d@e,f-g"):
+        assert check_pair_id(ok) == ok
+    for bad in ("../escaped", "a/b", "/abs", "..", ".hidden", "-rf", "", "a\\b", "x" * 201, "a b", "a\nb"):
+        with pytest.raises(ValueError, match="unsafe pair id"):
+            check_pair_id(bad)
+    df = sample_pairs(MD_TINY, ["0016"], 3, "test", min_covisible=20, seed=0).head(2)
+    df.loc[df.index[0], "pair_id"] = "../escaped"
+    df.to_csv(tmp_path / "pairs.csv", index=False)
+    out, man = tmp_path / "run" / "maps", tmp_path / "manifest.csv"
+    common = ["--pairs", str(tmp_path / "pairs.csv"), "--root", str(MD_TINY), "--max-points", "30"]
+    assert main(["maps", *common, "--out-dir", str(out), "--manifest", str(man)]) == 0
+    m = pd.read_csv(man)
+    assert list(m["status"]) == ["failed", "ok"] and "unsafe pair id '../escaped'" in m["error"].iloc[0]
+    assert not (tmp_path / "run" / "escaped.npz").exists() and sorted(p.name for p in out.iterdir()) == [
+        f"{df['pair_id'].iloc[1]}.npz"
+    ]
+    rows = tmp_path / "rows.parquet"
+    args = ["estimate", *common, "--maps-dir", str(out), "--estimator", "oracle", "--out", str(rows)]
+    assert main(args) == 0
+    r = pd.read_parquet(rows)
+    assert len(r) == 2 and list(r["success"]) == [False, True]
+    assert "unsafe pair id" in r["failure_reason"].iloc[0]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from nre.data import pairs as P
-from nre.data.sfm import SceneError, list_scenes, load_scene
+from nre.data.sfm import SceneError, check_model_files, list_scenes, load_scene
 from nre.pair import PairData
 
 
@@ -105,11 +105,12 @@ def test_both_layouts_and_clear_errors(tiny_root, tmp_path):
     assert next(iter(sc.images.values())).camera.model == "SIMPLE_RADIAL"
     # missing scene: reported and skipped
     assert list_scenes(tmp_path / "root", ["0016", "9999"]).keys() == found.keys()
-    # missing image
-    (dst / "images" / sorted(sc.images)[0]).unlink()
+    # missing image: only that image is left out (and its pairs, see test_pairs_skip_...)
+    gone = sorted(sc.images)[0]
+    (dst / "images" / gone).unlink()
     load_scene.cache_clear()
-    with pytest.raises(SceneError, match="absent"):
-        load_scene(*found["0016_0"], "0016_0")
+    sc = load_scene(*found["0016_0"], "0016_0")
+    assert gone not in sc.images and "image file missing" in sc.excluded[gone] and len(sc.images) == 9
     # corrupt model file
     (dst / "sparse" / "manhattan" / "1" / "images.bin").write_bytes(b"garbage")
     with pytest.raises(SceneError, match="corrupt|images"):
@@ -168,3 +169,120 @@ def test_track_filter_matches_a_per_track_loop():
     keep = _track_filter(X, obs, cams, poses)
     assert 50 < ref.sum() < 450
     np.testing.assert_array_equal(keep, ref)
+
+
+MD_TINY = __import__("pathlib").Path(__file__).parent / "data" / "megadepth_tiny"
+
+
+def _patched(tmp_path, file, edit):
+    """A copy of the tiny scene 0033 whose ``file`` is rewritten by ``edit(bytearray) -> bytes``."""
+    import struct  # noqa: F401  (used by the edits)
+
+    root = tmp_path / f"root_{file}_{len(list(tmp_path.iterdir()))}"
+    shutil.copytree(MD_TINY / "0033", root / "0033")
+    path = root / "0033" / "sparse" / file
+    path.write_bytes(bytes(edit(bytearray(path.read_bytes()))))
+    return root / "0033" / "sparse", root / "0033" / "images"
+
+
+def _set_u64(offset, value):
+    import struct
+
+    def edit(b):
+        struct.pack_into("<Q", b, offset, value)
+        return b
+
+    return edit
+
+
+def test_corrupt_binary_models_are_refused_before_pycolmap_reads_them(tmp_path, monkeypatch):
+    """Counts and lengths are checked against the file size first: a corrupt points3D.bin made pycolmap allocate
+    ~15 GB (2.2 GB and 12 s before bad_alloc under a 6 GB limit, measured). pycolmap is never called here."""
+
+    def no_read(*a, **k):
+        raise AssertionError("pycolmap.Reconstruction called on a corrupt model")
+
+    monkeypatch.setattr(pycolmap, "Reconstruction", no_read)
+    cases = {
+        ("points3D.bin", "header counts 150000000 records"): _set_u64(0, 150_000_000),
+        ("points3D.bin", "point 0 claims a track of 2000000000 elements"): _set_u64(8 + 43, 2_000_000_000),
+        ("points3D.bin", "runs past the end|claims a track"): lambda b: b[:-100],  # truncated
+        ("points3D.bin", "points end at byte"): lambda b: b + b"\0" * 16,  # count too small for the file
+        ("images.bin", "header counts"): _set_u64(0, 10**12),
+        ("cameras.bin", "unknown model id 999"): lambda b: b[:12] + (999).to_bytes(4, "little") + b[16:],
+        ("cameras.bin", "shorter than its 8-byte header"): lambda b: b[:5],
+    }
+    for (file, msg), edit in cases.items():
+        model_dir, image_dir = _patched(tmp_path, file, edit)
+        with pytest.raises(SceneError, match=f"{file}: corrupt or truncated COLMAP file: .*({msg})"):
+            load_scene(model_dir, image_dir, "0033")
+    check_model_files(MD_TINY / "0033" / "sparse")  # the intact files pass
+    check_model_files(MD_TINY / "0016" / "sparse" / "manhattan" / "0")
+
+
+def test_a_failed_scene_read_is_not_repeated_for_every_pair(tmp_path, monkeypatch):
+    """A model that passes the size checks but that pycolmap rejects (a point id its observations do not know) is
+    read once per process: later pairs of the scene get the same error at once."""
+    model_dir, image_dir = _patched(tmp_path, "points3D.bin", _set_u64(8, 10**9))
+    calls = []
+    real = pycolmap.Reconstruction
+    monkeypatch.setattr(pycolmap, "Reconstruction", lambda *a: calls.append(a) or real(*a))
+    row = {"pair_id": "0033__a__b", "scene": "0033", "source": "0000.jpg", "target": "0001.jpg"}
+    root = model_dir.parents[1]
+    for _ in range(4):
+        with pytest.raises(SceneError, match="corrupt COLMAP model"):
+            P.load_pair(root, row)
+    assert len(calls) == 1
+
+
+def _tiny_root_with_problems(tmp_path):
+    """The tiny MegaDepth-format scenes with one image file deleted (0016_0) and one camera made fisheye (0033)."""
+    root = tmp_path / "md"
+    shutil.copytree(MD_TINY, root)
+    (root / "0016" / "images" / "0004.jpg").unlink()
+    rec = pycolmap.Reconstruction(str(root / "0033" / "sparse"))
+    cam = rec.cameras[2]
+    cam.model = pycolmap.CameraModelId.OPENCV_FISHEYE
+    cam.params = [*cam.params[:1], *cam.params[:1], *cam.params[1:3], 0.0, 0.0, 0.0, 0.0][:8]
+    rec.write_binary(str(root / "0033" / "sparse"))
+    fisheye = sorted(im.name for im in rec.images.values() if im.camera_id == 2)
+    return root, fisheye
+
+
+def test_pairs_skip_only_pairs_of_missing_images_and_unsupported_cameras(tmp_path):
+    """One missing image or one unsupported camera used to reject its whole scene and abort `nre pairs`: now only
+    the pairs using them are skipped, each recorded with its reason in pairs.skipped.csv, and the table is built."""
+    from nre.cli import main
+
+    root, fisheye = _tiny_root_with_problems(tmp_path)
+    out = tmp_path / "pairs.csv"
+    args = ["pairs", "--root", str(root), "--scenes", "0016", "--tuning-scenes", "0033"]
+    args += ["--n-pairs", "500", "--n-tuning", "500", "--min-covisible", "20", "--out", str(out)]
+    assert main(args) == 0
+    df, sk = pd.read_csv(out, dtype=str), pd.read_csv(out.with_suffix(".skipped.csv"), dtype=str)
+    bad = {"0016_0": {"0004.jpg"}, "0033": set(fisheye)}
+    for _, r in df.iterrows():
+        assert not ({r["source"], r["target"]} & bad[r["scene"]])
+    assert (
+        set(sk["scene"]) == {"0016_0", "0033"}
+        and (sk["split"] == sk["scene"].map({"0016_0": "test", "0033": "tuning"})).all()
+    )
+    for _, r in sk.iterrows():
+        assert {r["source"], r["target"]} & bad[r["scene"]]
+        assert ("image file missing" if r["scene"] == "0016_0" else "unsupported camera model") in r["reason"]
+    # nothing else is lost: usable + skipped = the candidates of the intact scenes
+    for scene, (model, images) in list_scenes(MD_TINY).items():
+        full = set(P.candidate_pairs(load_scene(model, images, scene), 20)["pair_id"])
+        assert full == set(df.loc[df["scene"] == scene, "pair_id"]) | set(sk.loc[sk["scene"] == scene, "pair_id"])
+    # a pair table that still lists a skipped pair: that pair fails alone, with the reason
+    r = sk.iloc[0]
+    with pytest.raises(SceneError, match="left out"):
+        P.load_pair(root, r)
+    # an unreadable scene is skipped and recorded, the other scene still gives pairs
+    (root / "0033" / "sparse" / "points3D.bin").write_bytes(b"\0" * 5)
+    load_scene.cache_clear()
+    args = ["pairs", "--root", str(root), "--scenes", "0016", "0033", "--n-pairs", "50", "--min-covisible", "20"]
+    assert main([*args, "--out", str(out)]) == 0
+    sk = pd.read_csv(out.with_suffix(".skipped.csv"), dtype=str)
+    assert (sk.loc[sk["pair_id"].isna(), "scene"] == "0033").all() and sk["reason"].str.contains("points3D.bin").any()
+    assert set(pd.read_csv(out, dtype=str)["scene"]) == {"0016_0"}

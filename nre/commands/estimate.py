@@ -132,7 +132,8 @@ def run(args) -> int:
             truth = pair.target_pose
             seed = derive_seed(args.seed, row["pair_id"], cls.name)
             if cls.needs:
-                problem = cache.load_problem(pair, maps_dir / f"{row['pair_id']}.npz", seed, backend, args.features)
+                path = cache.cache_path(maps_dir, row["pair_id"])  # an id such as ../x fails this pair only
+                problem = cache.load_problem(pair, path, seed, backend, args.features)
                 digest = problem.extras.get("cache_digest")
             else:  # e.g. imported poses: no maps needed
                 problem = Problem(str(row["pair_id"]), pair.points3d, pair.target_camera, seed, pair.target_pose)
@@ -195,7 +196,10 @@ def run(args) -> int:
         if r is None or e["pair"] != pair_key(r) or e.get("cache") is None:
             continue
         if cls.needs:
-            now = cache.read_fields(maps_dir / f"{e['pair_id']}.npz", ["content_digest"])
+            try:
+                now = cache.read_fields(cache.cache_path(maps_dir, e["pair_id"]), ["content_digest"])
+            except ValueError:  # an unsafe id (nre.pair.check_pair_id): redone, i.e. recorded as failed
+                continue
             if now is None or now["content_digest"] != e["cache"]:
                 continue
         done[str(e["pair_id"])] = e

@@ -72,9 +72,11 @@ def run(args) -> int:
     for i, (_, row) in enumerate(table.iterrows()):
         t0 = time.perf_counter()
         pid = str(row["pair_id"])
-        path = out / f"{pid}.npz"
-        rec = {"pair_id": pid, "path": str(path), "status": "ok", "error": "", "cached": False, "n_points": 0}
+        rec = {"pair_id": pid, "path": "", "status": "ok", "error": "", "cached": False, "n_points": 0}
+        path = None
         try:
+            path = cache.cache_path(out, pid)  # an id such as ../x is a failed row, never a file outside out
+            rec["path"] = str(path)
             pair = load_pair(args.root, row)
             current = not args.force and cache.is_current(
                 path,
@@ -103,7 +105,8 @@ def run(args) -> int:
             rec["bytes"] = path.stat().st_size
         except Exception as e:  # one failing pair never kills the run
             rec.update(status="failed", error=f"{type(e).__name__}: {e}", bytes=0)
-            cache.mark_failed(path, rec["error"])  # nre estimate reports this error for the pair
+            if path is not None:  # nre estimate reports this error for the pair
+                cache.mark_failed(path, rec["error"])
             log.warning("pair %s failed: %s\n%s", pid, rec["error"], traceback.format_exc(limit=3))
         rec["seconds"] = time.perf_counter() - t0
         rows.append(rec)

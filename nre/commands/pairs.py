@@ -1,4 +1,8 @@
-"""``nre pairs``: build the evaluation pair table (or import an external pair list)."""
+"""``nre pairs``: build the evaluation pair table (or import an external pair list).
+
+Pairs that cannot be used (an image missing or with an unsupported camera model, an unsafe id, an unreadable scene)
+are skipped, logged and listed in ``<out>.skipped.csv`` (split, scene, pair_id, source, target, reason; written
+always, empty when nothing was skipped); the table is built from the rest."""
 
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ def add_arguments(p):
     p.add_argument("--max-per-scene", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--external", help="CSV of scene, source, target: evaluate this pair list as it is")
-    p.add_argument("--out", required=True, help="pair table (CSV); a summary JSON and histogram PNG go beside it")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="pair table (CSV); a summary JSON, histogram PNG and skipped-pairs CSV go beside it",
+    )
 
 
 def _split_scenes(root: Path, split: str) -> list[str]:
@@ -42,12 +50,21 @@ def run(args) -> int:
     from nre.data import pairs as P
 
     root = Path(args.root)
+    skipped: list[dict] = []
     if args.external:
-        df = P.external_pairs(root, args.external, args.min_covisible, args.distance)
+        df = P.external_pairs(root, args.external, args.min_covisible, args.distance, skipped=skipped)
     else:
         scenes = args.scenes or _split_scenes(root, args.split or "test")
         df = P.sample_pairs(
-            root, scenes, args.n_pairs, "test", args.min_covisible, args.distance, args.seed, args.max_per_scene
+            root,
+            scenes,
+            args.n_pairs,
+            "test",
+            args.min_covisible,
+            args.distance,
+            args.seed,
+            args.max_per_scene,
+            skipped=skipped,
         )
         if args.n_tuning:
             tscenes = args.tuning_scenes if args.tuning_scenes is not None else _split_scenes(root, "tuning")
@@ -55,12 +72,24 @@ def run(args) -> int:
             if overlap:
                 raise ValueError(f"tuning scenes overlap the test scenes: {sorted(overlap)}")
             tun = P.sample_pairs(
-                root, tscenes, args.n_tuning, "tuning", args.min_covisible, args.distance, args.seed, args.max_per_scene
+                root,
+                tscenes,
+                args.n_tuning,
+                "tuning",
+                args.min_covisible,
+                args.distance,
+                args.seed,
+                args.max_per_scene,
+                skipped=skipped,
             )
             df = pd.concat([df, tun], ignore_index=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False, float_format="%.6g")
+    skipped_csv = out.with_suffix(".skipped.csv")
+    pd.DataFrame(skipped, columns=P.SKIPPED_COLUMNS).to_csv(skipped_csv, index=False)
+    if skipped:
+        print(f"{len(skipped)} candidate pairs or scenes skipped (reasons in {skipped_csv})")
     summ = {s: P.summary(g) for s, g in df.groupby("split")}
     out.with_suffix(".summary.json").write_text(json.dumps(summ, indent=2))
     P.plot_histogram(df[df["split"] == "test"], out.with_suffix(".hist.png"))

@@ -129,10 +129,10 @@ def _need_features(specs: dict) -> bool:
 def _problem(pair, pair_id: str, seed: int, maps_dir: str | None, features: str, backend, make_backend):
     """The pair's Problem from its map cache in ``maps_dir`` if it is there and current (``backend`` None: no
     descriptors wanted), else computed in memory with ``make_backend()``."""
-    from nre.cache import build_problem, load_problem
+    from nre.cache import build_problem, cache_path, load_problem
 
     if maps_dir:
-        path = Path(maps_dir) / f"{pair_id}.npz"
+        path = cache_path(maps_dir, pair_id)
         try:
             return load_problem(pair, path, seed, backend, features=features)
         except (OSError, KeyError, ValueError) as e:  # nre.cache.CacheError is a ValueError

@@ -2,6 +2,11 @@
 distance into easy / medium / hard (tertiles over the sampled set).
 
 The task of a pair: estimate the absolute pose of the target from the 3D points observed in the source.
+
+Bad input costs only the pairs it touches: a candidate pair using an image the scene left out (missing file,
+unsupported camera model: ``Scene.excluded``), a pair whose id would not be a safe file name, and every pair of a
+scene whose model cannot be read are skipped, logged and recorded (``sample_pairs(..., skipped=list)``, written by
+``nre pairs`` to ``<out>.skipped.csv``: split, scene, pair_id, source, target, reason); the others are sampled as usual.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nre.data.sfm import Scene, list_scenes, load_scene
+from nre.data.sfm import Scene, SceneError, list_scenes, load_scene
 from nre.geometry import rotation_angle_deg
-from nre.pair import PairData
+from nre.pair import PAIR_ID_RE, PairData
 from nre.seeding import rng_for
 
 log = logging.getLogger("nre.pairs")
@@ -35,6 +40,7 @@ COLUMNS = [
     "category",
     "split",
 ]
+SKIPPED_COLUMNS = ["split", "scene", "pair_id", "source", "target", "reason"]
 
 # The MegaDepth validation scenes used by D2-Net and PixLoc: the test scenes of config/megadepth.yaml.
 MEGADEPTH_VALIDATION_SCENES = (
@@ -49,18 +55,25 @@ def _pair_id(scene: str, src: str, tgt: str) -> str:
     return "__".join([scene, Path(src).stem, Path(tgt).stem])
 
 
-def candidate_pairs(scene: Scene, min_covisible: int = 50) -> pd.DataFrame:
-    """All ordered pairs of registered images sharing at least ``min_covisible`` 3D points, with their distances."""
+def _covisibility(scene: Scene, names: list[str], point_ids: list[np.ndarray]):
+    """(covisible point counts between the images ``names``, observing ``point_ids``) as a dense matrix."""
     from scipy.sparse import csr_matrix
 
-    names = sorted(scene.images)
-    if len(names) < 2:
-        return pd.DataFrame(columns=COLUMNS[:-2])
-    rows = np.concatenate([np.full(len(scene.images[n].point3d_ids), i) for i, n in enumerate(names)])
-    cols = np.searchsorted(scene.point_ids, np.concatenate([scene.images[n].point3d_ids for n in names]))
+    rows = np.concatenate([np.full(len(p), i) for i, p in enumerate(point_ids)])
+    cols = np.searchsorted(scene.point_ids, np.concatenate(point_ids))
     A = csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(len(names), len(scene.point_ids)))
     C = (A @ A.T).toarray()
     np.fill_diagonal(C, 0)
+    return C
+
+
+def candidate_pairs(scene: Scene, min_covisible: int = 50) -> pd.DataFrame:
+    """All ordered pairs of usable registered images sharing at least ``min_covisible`` 3D points, with their
+    distances (images in ``scene.excluded`` take no part: see ``skipped_pairs``)."""
+    names = sorted(scene.images)
+    if len(names) < 2:
+        return pd.DataFrame(columns=COLUMNS[:-2])
+    C = _covisibility(scene, names, [scene.images[n].point3d_ids for n in names])
     i, j = np.nonzero(C >= min_covisible)
     if len(i) == 0:
         return pd.DataFrame(columns=COLUMNS[:-2])
@@ -82,6 +95,60 @@ def candidate_pairs(scene: Scene, min_covisible: int = 50) -> pd.DataFrame:
             "baseline_ratio": base,
         }
     )
+
+
+def skipped_pairs(scene: Scene, min_covisible: int = 50) -> pd.DataFrame:
+    """The candidate pairs (``min_covisible`` shared points) that use an image of ``scene.excluded``, with why."""
+    if not scene.excluded:
+        return pd.DataFrame(columns=SKIPPED_COLUMNS[1:])
+    names = sorted(set(scene.images) | set(scene.excluded))
+    pids = [scene.images[n].point3d_ids if n in scene.images else scene.excluded_point_ids[n] for n in names]
+    C = _covisibility(scene, names, pids)
+    bad = np.array([n in scene.excluded for n in names])
+    i, j = np.nonzero((C >= max(int(min_covisible), 1)) & (bad[:, None] | bad[None, :]))
+    reasons = ["; ".join(f"{names[k]}: {scene.excluded[names[k]]}" for k in (a, b) if bad[k]) for a, b in zip(i, j)]
+    return pd.DataFrame(
+        {
+            "scene": scene.name,
+            "pair_id": [_pair_id(scene.name, names[a], names[b]) for a, b in zip(i, j)],
+            "source": [names[a] for a in i],
+            "target": [names[b] for b in j],
+            "reason": reasons,
+        },
+        columns=SKIPPED_COLUMNS[1:],
+    )
+
+
+def _usable_candidates(sc: Scene, min_covisible: int, split: str, skipped: list | None) -> pd.DataFrame:
+    """``candidate_pairs`` without the pairs whose id is not a safe file name; what is left out goes to ``skipped``."""
+    c = candidate_pairs(sc, min_covisible)
+    unsafe = ~c["pair_id"].map(lambda p: bool(PAIR_ID_RE.fullmatch(p))).astype(bool)
+    out = []
+    if unsafe.any():
+        bad = c.loc[unsafe, ["scene", "pair_id", "source", "target"]].assign(
+            reason=[f"unsafe pair id {p!r}" for p in c.loc[unsafe, "pair_id"]]
+        )
+        out.append(bad)
+        c = c[~unsafe]
+    sk = skipped_pairs(sc, min_covisible)
+    if len(sk):
+        out.append(sk)
+    n_out = sum(len(o) for o in out)
+    if n_out:
+        log.warning(
+            "scene %s: %d candidate pairs skipped (missing images, unsupported cameras, unsafe ids)", sc.name, n_out
+        )
+        if skipped is not None:
+            skipped += [{"split": split, **r} for o in out for r in o.to_dict("records")]
+    return c
+
+
+def _scene_skipped(name: str, error: Exception, split: str, skipped: list | None) -> None:
+    log.warning("scene %s skipped: %s", name, error)
+    if skipped is not None:
+        skipped.append(
+            {"split": split, "scene": name, "pair_id": "", "source": "", "target": "", "reason": f"scene: {error}"}
+        )
 
 
 def _quotas(available: dict[str, int], total: int, cap: int | None) -> dict[str, int]:
@@ -119,14 +186,21 @@ def sample_pairs(
     distance: str = "rotation",
     seed: int = 0,
     max_per_scene: int | None = None,
+    skipped: list | None = None,
 ) -> pd.DataFrame:
+    """A seeded sample of ``n_pairs`` candidate pairs spread evenly over ``scenes``. Pairs that cannot be used (and
+    scenes that cannot be read) are left out, logged and appended to ``skipped`` (dicts of ``SKIPPED_COLUMNS``)."""
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
     found = list_scenes(root, scenes)
     cands = {}
     for name, (model_dir, image_dir) in found.items():
-        sc = load_scene(model_dir, image_dir, name)
-        cands[name] = candidate_pairs(sc, min_covisible)
+        try:
+            sc = load_scene(model_dir, image_dir, name)
+        except SceneError as e:  # one broken scene never aborts the table: its pairs are recorded as skipped
+            _scene_skipped(name, e, split, skipped)
+            continue
+        cands[name] = _usable_candidates(sc, min_covisible, split, skipped)
         log.info("scene %s: %d images, %d candidate pairs", name, len(sc.images), len(cands[name]))
     quota = _quotas({s: len(c) for s, c in cands.items()}, n_pairs, max_per_scene)
     parts = []
@@ -149,9 +223,16 @@ def sample_pairs(
 
 
 def external_pairs(
-    root, table: str | Path, min_covisible: int = 0, distance: str = "rotation", split: str = "test"
+    root,
+    table: str | Path,
+    min_covisible: int = 0,
+    distance: str = "rotation",
+    split: str = "test",
+    skipped: list | None = None,
 ) -> pd.DataFrame:
-    """Evaluate a published pair list as it is: a CSV with columns scene, source, target."""
+    """Evaluate a published pair list as it is: a CSV with columns scene, source, target. A pair of an image the
+    scene left out, with an unsafe id, or of a scene that cannot be read is skipped and recorded in ``skipped``;
+    an unknown scene, image or a pair below ``min_covisible`` is an error (the list does not fit the data)."""
     ext = pd.read_csv(table)
     missing = {"scene", "source", "target"} - set(ext.columns)
     if missing:
@@ -161,14 +242,36 @@ def external_pairs(
     for name, g in ext.groupby(ext["scene"].astype(str)):
         if name not in found:
             raise ValueError(f"{table}: scene {name} not found under {root}")
-        c = candidate_pairs(load_scene(*found[name], name), min_covisible).set_index(["source", "target"])
+        try:
+            sc = load_scene(*found[name], name)
+        except SceneError as e:  # the list's pairs of this scene are skipped, the others evaluated
+            log.warning("%s: the %d pairs of scene %s skipped: %s", table, len(g), name, e)
+            if skipped is not None:
+                skipped += [
+                    dict(zip(SKIPPED_COLUMNS, (split, name, _pair_id(name, a, b), a, b, f"scene: {e}")))
+                    for a, b in zip(g["source"], g["target"])
+                ]
+            continue
+        sk = skipped_pairs(sc, min_covisible).set_index(["source", "target"])
+        c = candidate_pairs(sc, min_covisible).set_index(["source", "target"])
         for _, r in g.iterrows():
             key = (r["source"], r["target"])
+            pid = _pair_id(name, *key)
+            reason = sk.loc[key, "reason"] if key in sk.index else None
+            if reason is None and key in c.index and not PAIR_ID_RE.fullmatch(pid):
+                reason = f"unsafe pair id {pid!r}"
+            if reason is not None:
+                log.warning("%s: pair %s %s skipped: %s", table, name, key, reason)
+                if skipped is not None:
+                    skipped.append(dict(zip(SKIPPED_COLUMNS, (split, name, pid, key[0], key[1], reason))))
+                continue
             if key not in c.index:
                 raise ValueError(
                     f"{table}: pair {name} {key} has fewer than {min_covisible} covisible points or unknown images"
                 )
             rows.append({"scene": name, "source": key[0], "target": key[1], **c.loc[key].to_dict()})
+    if not rows:
+        raise ValueError(f"{table}: no usable pair (see the skipped pairs)")
     df = pd.DataFrame(rows)
     col = {"rotation": "rotation_angle_deg", "axis": "axis_angle_deg", "baseline": "baseline_ratio"}[distance]
     df["distance"] = df[col]
@@ -190,6 +293,9 @@ def load_pair(root: str | Path, row) -> PairData:
         raise ValueError(f"scene {scene_name} of pair {row['pair_id']} not found under {root}")
     sc = load_scene(*index[scene_name], scene_name)
     src, tgt = sc.images.get(row["source"]), sc.images.get(row["target"])
+    for name in (row["source"], row["target"]):
+        if name in sc.excluded:
+            raise SceneError(f"pair {row['pair_id']}: image {name} left out of {sc.model_dir}: {sc.excluded[name]}")
     if src is None or tgt is None:
         raise ValueError(f"pair {row['pair_id']}: image {row['source']} or {row['target']} not in {sc.model_dir}")
     return PairData(
