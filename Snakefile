@@ -1,8 +1,6 @@
 # The NRE benchmark workflow: scenes -> pairs -> maps -> estimates -> evaluate -> select -> tables, figures, report.
 # Rules are thin: each calls one `nre` subcommand. Resources live in workflow/profiles/, never in the config (the
 # GPU request follows the feature backend: resource gpu in the rules, nre.features.backend_uses_gpu).
-from snakemake.utils import validate
-
 from nre.features import backend_uses_gpu  # which feature backends get a GPU on a cluster (resource gpu)
 
 
@@ -13,7 +11,11 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# The config is checked before any rule is built (dry runs included): schema, names, backends and their checkpoint
+# files, estimators' classes / options / grids. A problem stops here with one line naming the file and key.
+from nre.config_check import check_workflow_config
+
+check_workflow_config(workflow, config, "workflow/schemas/config.schema.yaml")
 
 
 onstart:

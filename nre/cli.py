@@ -28,12 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. Bad input (``nre.errors.InputError``: a corrupt scene, a refused checkpoint, an unknown
+    backend or option, a missing weights file; or a missing file) is one line on stderr naming it, exit status 2;
+    ``-v`` shows the traceback. Anything else is a bug and keeps its traceback."""
+    from nre.errors import InputError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
     )
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (InputError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"nre {args.command}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

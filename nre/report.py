@@ -42,6 +42,12 @@ def build(eval_dir, pairs_csv, title: str, out) -> None:
     pairs = pd.read_csv(pairs_csv)
     counts = pairs.groupby(["split", "category"]).size().unstack(fill_value=0)
     parts.append("<h2>Pairs</h2>" + counts.to_html())
+    skipped = Path(pairs_csv).with_suffix(".skipped.csv")
+    if skipped.exists() and skipped.stat().st_size:
+        sk = pd.read_csv(skipped, dtype=str)
+        if len(sk):
+            per = html.escape(", ".join(f"{s}: {n}" for s, n in sk.groupby("scene").size().items()))
+            parts.append(f"<p>{len(sk)} candidate pairs or scenes skipped (reasons in {skipped.name}; {per}).</p>")
     summ = Path(pairs_csv).with_suffix(".summary.json")
     if summ.exists():
         text = html.escape(json.dumps(json.loads(summ.read_text()), indent=1))

@@ -170,12 +170,19 @@ def test_imported_poses_need_no_maps(mocked, tmp_path):
 
 def test_bad_arguments_are_clear_errors(mocked):
     run, _ = mocked
-    with pytest.raises(SystemExit, match="unknown hyperparameters.*treshold"):
+    with pytest.raises(SystemExit, match="no hyperparameter 'treshold'"):
         run("--estimator", "lo_ransac_poselib", "--grid", '{"treshold": [2]}')
+    # grid values of the wrong type used to run and fail every pair (exit 0, 100% failures)
+    with pytest.raises(SystemExit, match=r"--grid threshold\[0\]: 'four' is not a number"):
+        run("--estimator", "lo_ransac_poselib", "--grid", '{"threshold": ["four"]}')
+    with pytest.raises(SystemExit, match=r"--grid loss\[1\]: 'cauchyy' is not one of"):
+        run("--estimator", "fpr", "--grid", '{"loss": ["huber", "cauchyy"]}')
     with pytest.raises(SystemExit, match="not valid JSON"):
         run("--estimator", "lo_ransac_poselib", "--options", "{max_iterations: 3}")
-    with pytest.raises(SystemExit, match="unknown options"):
+    with pytest.raises(SystemExit, match="no option 'max_iter'"):
         run("--estimator", "lo_ransac_poselib", "--options", '{"max_iter": 3}')
+    with pytest.raises(SystemExit, match="max_iterations: '3' is not an integer"):
+        run("--estimator", "lo_ransac_poselib", "--options", '{"max_iterations": "3"}')
     with pytest.raises(SystemExit, match="available: .*oracle"):
         run("--estimator", "lo_ransac_poselb")
     with pytest.raises(SystemExit, match="chunk"):

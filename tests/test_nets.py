@@ -97,7 +97,7 @@ def test_backends_levels_scales_and_options():
     assert b.temperature == 1.0 and "sha256" in b.options()
     s = get_backend("s2dnet", random_init=True, fine_layer="conv3_3").extract(img)
     assert s["fine"].desc.shape == (128, 24, 32) and np.allclose(s["fine"].scale, 1 / 4)
-    with pytest.raises(ValueError, match="no coarse_weights"):
+    with pytest.raises(ValueError, match="coarse_weights: no checkpoint given"):
         get_backend("nre_official")
     with pytest.raises(ValueError, match="not a hypercolumn layer"):
         get_backend("s2dnet", random_init=True, coarse_layer="conv4_3")

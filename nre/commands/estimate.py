@@ -59,17 +59,27 @@ def add_arguments(p):
 
 
 def check_grid(cls, grid: dict | None) -> None:
-    """A grid may only sweep the estimator's hyperparameters or options: a typo must not fail every pair."""
+    """A grid may only sweep the estimator's hyperparameters or options, with values of their declared types: a typo
+    or ``threshold: ['four']`` must not fail every pair (``nre.config_check.check_grid_values``)."""
+    from nre.config_check import check_grid_values
+
     if grid is None:
         return
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise SystemExit(f"nre estimate: --grid must map names to non-empty lists, got {grid!r}")
-    unknown = set(grid) - set(cls.grid) - set(cls.defaults)
-    if unknown:
-        raise SystemExit(
-            f"nre estimate: {cls.name}: unknown hyperparameters {sorted(unknown)} in --grid "
-            f"(grid: {sorted(cls.grid)}, options: {sorted(cls.defaults)})"
-        )
+    problems = check_grid_values(cls, grid)
+    if problems:
+        raise SystemExit(f"nre estimate: {cls.name}: --grid {problems[0][0]}: {problems[0][1]}")
+
+
+def check_options(cls, options: dict) -> None:
+    from nre.config_check import check_options as problems_of
+
+    if not isinstance(options, dict):
+        raise SystemExit(f"nre estimate: --options must be a JSON object, got {options!r}")
+    problems = problems_of(cls, options)
+    if problems:
+        raise SystemExit(f"nre estimate: {cls.name}: --options {problems[0][0]}: {problems[0][1]}")
 
 
 def run(args) -> int:
@@ -95,8 +105,10 @@ def run(args) -> int:
         raise SystemExit(f"nre estimate: {e.args[0] if e.args else e}") from e
     grid = json_arg(args.grid, "--grid", "nre estimate")
     check_grid(cls, grid)
+    options = json_arg(args.options, "--options", "nre estimate")
+    check_options(cls, options)
     try:
-        est = cls(**json_arg(args.options, "--options", "nre estimate"))
+        est = cls(**options)
     except (TypeError, ValueError) as e:
         raise SystemExit(f"nre estimate: {e}") from e
     label = args.name or cls.name

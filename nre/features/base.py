@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from nre.errors import InputError
+
 if TYPE_CHECKING:  # torch is imported where it is used: a job that needs no features never loads it
     import torch
 
@@ -156,15 +158,34 @@ def register_backend(cls: type[FeatureBackend]) -> type[FeatureBackend]:
     return cls
 
 
+class BackendError(InputError, TypeError):
+    """An unknown feature backend, an unknown option or a missing checkpoint file (one line naming it)."""
+
+
+class UnknownBackendError(BackendError, KeyError):
+    __str__ = Exception.__str__  # KeyError would print the message in quotes
+
+
 def get_backend(name: str, **options) -> FeatureBackend:
+    """Build the backend ``name``. Its options are checked first against ``nre.features.catalog`` (names,
+    checkpoint files), so a misspelt option or a missing weights file is a ``BackendError`` naming it."""
     import importlib
     import pkgutil
 
     import nre.features as pkg
+    from nre.features.catalog import BACKENDS, describe, option_problems
 
-    for info in pkgutil.iter_modules(pkg.__path__):  # backends register themselves on import
-        if not info.name.startswith("_") and info.name != "base":
-            importlib.import_module(f"nre.features.{info.name}")
+    if name in BACKENDS:
+        problems = option_problems(name, options)
+        if problems:
+            raise BackendError(f"feature backend {name!r}: {describe(name, problems)}")
+        importlib.import_module(BACKENDS[name].module)
+    elif name not in _BACKENDS:
+        for info in pkgutil.iter_modules(pkg.__path__):  # backends register themselves on import
+            if not info.name.startswith("_") and info.name not in ("base", "catalog"):
+                importlib.import_module(f"nre.features.{info.name}")
     if name not in _BACKENDS:
-        raise KeyError(f"unknown feature backend {name!r}; available: {', '.join(sorted(_BACKENDS)) or 'none'}")
+        raise UnknownBackendError(
+            f"unknown feature backend {name!r}; available: {', '.join(sorted(set(_BACKENDS) | set(BACKENDS)))}"
+        )
     return _BACKENDS[name](**options)

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nre.errors import InputError
+
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 LIGHTNING_DICT_CLASSES = (
     "pytorch_lightning.utilities.parsing.AttributeDict",
@@ -54,8 +56,8 @@ _DATA_BUILTINS = ("frozenset", "slice", "range", "dict", "list", "tuple")
 _NUMPY_KINDS = "biufcSU"  # bool, int, uint, float, complex, bytes, str: never object, void (structured) or datetime
 
 
-class CheckpointError(ValueError):
-    pass
+class CheckpointError(InputError):
+    """A checkpoint file that cannot be used (refused, not a checkpoint, keys or shapes that do not match)."""
 
 
 class AttributeDict(dict):

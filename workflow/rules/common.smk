@@ -38,16 +38,19 @@ def estimator_spec(name):
     return {"cls": spec.get("class", name), "grid": spec.get("grid"), "options": spec.get("options", {})}
 
 
+# Shell commands: every value from the config reaches the shell as one quoted word (`{params.x:q}`, shlex.quote;
+# a list is quoted word by word), so no scene name, option string or path can run anything. Optional flags are
+# lists of words ([] when absent).
 def grid_arg(name):
     grid = estimator_spec(name)["grid"]
-    return f"--grid '{jdump(grid)}'" if grid else ""
+    return ["--grid", jdump(grid)] if grid else []
 
 
 def _scene_args():
     d = config["data"]
-    a = f"--scenes {' '.join(d['test_scenes'])}" if d.get("test_scenes") else "--split test"
+    a = ["--scenes", *d["test_scenes"]] if d.get("test_scenes") else ["--split", "test"]
     if d.get("tuning_scenes") is not None:
-        a += f" --tuning-scenes {' '.join(d['tuning_scenes'])}"
+        a += ["--tuning-scenes", *d["tuning_scenes"]]
     return a
 
 

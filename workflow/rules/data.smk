@@ -13,8 +13,8 @@ if config["data"].get("synth"):
         conda:
             ENV
         shell:
-            "nre synth --out {params.root} --preset {params.preset} --seed {params.seed} --splits tuning test"
-            " > {log} 2>&1"
+            "nre synth --out {params.root:q} --preset {params.preset:q} --seed {params.seed:q} --splits tuning test"
+            " > {log:q} 2>&1"
 
     rule train_scenes:
         """The embedded default's training scenes, in their own root ROOT/train: only the `train` target needs them."""
@@ -29,7 +29,8 @@ if config["data"].get("synth"):
         conda:
             ENV
         shell:
-            "nre synth --out {params.root} --preset {params.preset} --seed {params.seed} --splits train > {log} 2>&1"
+            "nre synth --out {params.root:q} --preset {params.preset:q} --seed {params.seed:q} --splits train"
+            " > {log:q} 2>&1"
 
 
 rule pairs:
@@ -42,16 +43,19 @@ rule pairs:
     params:
         root=lambda w: ROOT,
         scenes=_scene_args(),
-        p=config["pairs"],
+        ntest=config["pairs"]["n_test"],
+        ntuning=config["pairs"]["n_tuning"],
+        mincov=config["pairs"]["min_covisible"],
+        distance=config["pairs"]["distance"],
         seed=SEED,
     log:
         f"{OUT}/logs/pairs.log",
     conda:
         ENV
     shell:
-        "nre pairs --root {params.root} {params.scenes} --n-pairs {params.p[n_test]} --n-tuning {params.p[n_tuning]}"
-        " --min-covisible {params.p[min_covisible]} --distance {params.p[distance]} --seed {params.seed}"
-        " --out {output.table} > {log} 2>&1"
+        "nre pairs --root {params.root:q} {params.scenes:q} --n-pairs {params.ntest:q} --n-tuning {params.ntuning:q}"
+        " --min-covisible {params.mincov:q} --distance {params.distance:q} --seed {params.seed:q}"
+        " --out {output.table:q} > {log:q} 2>&1"
 
 
 rule train:
@@ -67,6 +71,7 @@ rule train:
     params:
         cfg=config.get("train", {}).get("config", "config/train.yaml"),
         outdir=lambda w, output: os.path.dirname(os.path.dirname(output.coarse)),
+        weights=lambda w, output: os.path.dirname(output.coarse),
         root=lambda w: os.path.dirname(TRAIN_SCENES) if TRAIN_SCENES else ROOT,
     threads: 2  # nre train runs on the CPU (no device option): no GPU requested
     log:
@@ -74,5 +79,5 @@ rule train:
     conda:
         ENV
     shell:
-        "nre train --config {params.cfg} --root {params.root} --out {params.outdir} --threads {threads} --resume"
-        " --export-weights {params.outdir}/weights > {log} 2>&1"
+        "nre train --config {params.cfg:q} --root {params.root:q} --out {params.outdir:q} --threads {threads} --resume"
+        " --export-weights {params.weights:q} > {log:q} 2>&1"

@@ -22,8 +22,8 @@ rule estimate:
     conda:
         ENV
     shell:
-        "nre estimate --pairs {input.pairs} --root {params.root} --maps-dir {params.mapsdir}"
-        " --features {wildcards.features} --features-options '{params.foptions}'"
-        " --estimator {params.cls} --name {wildcards.estimator} {params.grid} --options '{params.options}'"
-        " --chunk {params.chunk} --max-points {params.maxpts} --seed {params.seed} --threads {threads}"
-        " --out {output} > {log} 2>&1"
+        "nre estimate --pairs {input.pairs:q} --root {params.root:q} --maps-dir {params.mapsdir:q}"
+        " --features {wildcards.features:q} --features-options {params.foptions:q}"
+        " --estimator {params.cls:q} --name {wildcards.estimator:q} {params.grid:q} --options {params.options:q}"
+        " --chunk {params.chunk:q} --max-points {params.maxpts:q} --seed {params.seed:q} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"

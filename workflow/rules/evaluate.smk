@@ -16,8 +16,8 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "nre evaluate --rows {input.rows} --pairs {input.pairs} --root {params.root} --out-dir {params.outdir}"
-        " --thresholds '{params.thr}' > {log} 2>&1"
+        "nre evaluate --rows {input.rows:q} --pairs {input.pairs:q} --root {params.root:q} --out-dir {params.outdir:q}"
+        " --thresholds {params.thr:q} > {log:q} 2>&1"
 
 
 rule select:
@@ -35,7 +35,7 @@ rule select:
     conda:
         ENV
     shell:
-        "nre evaluate --select --out-dir {params.outdir} --metric '{params.metric}' > {log} 2>&1"
+        "nre evaluate --select --out-dir {params.outdir:q} --metric {params.metric:q} > {log:q} 2>&1"
 
 
 rule tables:
@@ -71,8 +71,8 @@ rule tables:
     conda:
         ENV
     shell:
-        "nre tables --eval-dir {params.evaldir} --table1-features {params.t1} --bootstrap {params.boot}"
-        " --seed {params.seed} > {log} 2>&1"
+        "nre tables --eval-dir {params.evaldir:q} --table1-features {params.t1:q} --bootstrap {params.boot:q}"
+        " --seed {params.seed:q} > {log:q} 2>&1"
 
 
 if FIG4:
@@ -101,9 +101,9 @@ if FIG4:
         conda:
             ENV
         shell:
-            "nre tables --no-tables --eval-dir {params.evaldir} --table1-features {params.t1} --seed {params.seed}"
-            " --map-pictures {params.npics} --pairs {input.pairs} --root {params.root}"
-            " --features-options '{params.foptions}' --max-points {params.maxpts} > {log} 2>&1"
+            "nre tables --no-tables --eval-dir {params.evaldir:q} --table1-features {params.t1:q} --seed {params.seed:q}"
+            " --map-pictures {params.npics:q} --pairs {input.pairs:q} --root {params.root:q}"
+            " --features-options {params.foptions:q} --max-points {params.maxpts:q} > {log:q} 2>&1"
 
 
 rule timing_stages:
@@ -130,9 +130,9 @@ rule timing_stages:
     conda:
         ENV
     shell:
-        "nre timing --pairs {input.pairs} --root {params.root} --features {params.features}"
-        " --features-options '{params.foptions}' --n-pairs {params.n} --max-points {params.maxpts}"
-        " --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        "nre timing --pairs {input.pairs:q} --root {params.root:q} --features {params.features:q}"
+        " --features-options {params.foptions:q} --n-pairs {params.n:q} --max-points {params.maxpts:q}"
+        " --seed {params.seed:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule timing_estimator:
@@ -159,10 +159,10 @@ rule timing_estimator:
     conda:
         ENV
     shell:
-        "nre timing --pairs {input.pairs} --root {params.root} --features {params.features}"
-        " --features-options '{params.foptions}' --estimators '{params.spec}' --no-stages --n-pairs {params.n}"
-        " --maps-dir {params.maps}"
-        " --max-points {params.maxpts} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        "nre timing --pairs {input.pairs:q} --root {params.root:q} --features {params.features:q}"
+        " --features-options {params.foptions:q} --estimators {params.spec:q} --no-stages --n-pairs {params.n:q}"
+        " --maps-dir {params.maps:q}"
+        " --max-points {params.maxpts:q} --seed {params.seed:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule table3:
@@ -178,7 +178,7 @@ rule table3:
     conda:
         ENV
     shell:
-        "nre timing --merge {input} --out {output.timing} > {log} 2>&1"
+        "nre timing --merge {input:q} --out {output.timing:q} > {log:q} 2>&1"
 
 
 rule report_html:
@@ -198,8 +198,8 @@ rule report_html:
     conda:
         ENV
     shell:
-        "nre report --eval-dir {params.evaldir} --pairs {input.pairs} --config-name '{params.name}' --out {output}"
-        " > {log} 2>&1"
+        "nre report --eval-dir {params.evaldir:q} --pairs {input.pairs:q} --config-name {params.name:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule regress:
@@ -219,5 +219,5 @@ rule regress:
     conda:
         ENV
     shell:
-        "nre regress --reference {params.ref} --current {params.evaldir} --config {params.configfile}"
-        " --pairs {input.pairs} --out {output} > {log} 2>&1"
+        "nre regress --reference {params.ref:q} --current {params.evaldir:q} --config {params.configfile:q}"
+        " --pairs {input.pairs:q} --out {output:q} > {log:q} 2>&1"

@@ -12,7 +12,7 @@ rule maps:
         outdir=lambda w: f"{OUT}/maps/{w.features}",
         # only the Table 1 backend feeds the RE estimators; on the others only coarse-to-fine NRE runs, which
         # needs the coarse maps and computes its own fine windows: no dense-level matches, no fine features here
-        matches=lambda w: "" if w.features == T1 else " --no-matches",
+        matches=lambda w: [] if w.features == T1 else ["--no-matches"],
     threads: 2
     resources:
         gpu=lambda w: int(backend_uses_gpu(w.features)),  # networks: 1 (SLURM: --gpus=1); dense SIFT: 0
@@ -22,7 +22,7 @@ rule maps:
     conda:
         ENV
     shell:
-        "nre maps --pairs {input.pairs} --root {params.root} --features {wildcards.features}"
-        " --features-options '{params.options}' --chunk {params.chunk} --max-points {params.maxpts}"
-        " --seed {params.seed} --threads {threads} --out-dir {params.outdir}"
-        " --manifest {output.manifest}{params.matches} > {log} 2>&1"
+        "nre maps --pairs {input.pairs:q} --root {params.root:q} --features {wildcards.features:q}"
+        " --features-options {params.options:q} --chunk {params.chunk:q} --max-points {params.maxpts:q}"
+        " --seed {params.seed:q} --threads {threads} --out-dir {params.outdir:q}"
+        " --manifest {output.manifest:q} {params.matches:q} > {log:q} 2>&1"

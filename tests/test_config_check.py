@@ -1,0 +1,207 @@
+"""Untrusted configuration: every problem is found when the Snakefile is parsed (dry runs included) and reported as
+one line naming the config file and key; config strings reach the shell quoted (nothing they contain runs); `nre`
+commands report bad backends and missing weights as one line, no traceback."""
+
+import copy
+import inspect
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nre.config_check import ConfigError, check_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MD = REPO / "tests" / "data" / "megadepth_tiny"
+QUICK = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
+
+
+def _snakemake(*args):
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+
+def _with(edit):
+    cfg = copy.deepcopy(QUICK)
+    edit(cfg)
+    return cfg
+
+
+def _est(name, **entry):
+    return lambda c: c["estimators"].__setitem__(name, entry)
+
+
+# (edit of config/quick.yaml, key path, words of the problem)
+CASES = {
+    "grid value type": (
+        _est("magsac_pp", grid={"threshold": ["four"]}),
+        "estimators.magsac_pp.grid.threshold[0]",
+        "'four' is not a number",
+    ),
+    "grid choice": (_est("fpr", grid={"loss": ["cauchyy"]}), "estimators.fpr.grid.loss[0]", "not one of"),
+    "grid name": (_est("oracle", grid={"radus": [4]}), "estimators.oracle.grid.radus", "no hyperparameter"),
+    "misspelt option": (
+        _est("nre_c2f", options={"msac_iteration": 100}),
+        "estimators.nre_c2f.options.msac_iteration",
+        "has no option 'msac_iteration'",
+    ),
+    "option type": (
+        _est("nre_c2f", options={"msac_iterations": "100"}),
+        "estimators.nre_c2f.options.msac_iterations",
+        "is not an integer",
+    ),
+    "unknown class": (_est("mine", **{"class": "lo_ransac_posilib"}), "estimators.mine.class", "unknown estimator"),
+    "timing estimator": (
+        lambda c: c["timing"].__setitem__("estimators", ["nre_c2f", "nre_cf2"]),
+        "timing.estimators[1]",
+        "'nre_cf2' is not one of estimators",
+    ),
+    "table1 backend": (
+        lambda c: c.__setitem__("table1_features", "s2dnet"),
+        "table1_features",
+        "'s2dnet' is not one of features",
+    ),
+    "unknown backend": (
+        lambda c: c["features"].__setitem__("sift", {"options": {}}),
+        "features.sift",
+        "unknown feature backend 'sift'",
+    ),
+    "backend option": (
+        lambda c: c["features"].__setitem__("dsift", {"options": {"temprature": 0.02}}),
+        "features.dsift.options.temprature",
+        "unknown option",
+    ),
+    "missing weights": (
+        lambda c: c["features"].__setitem__(
+            "nre_official", {"options": {"coarse_weights": "weights/none.pth", "fine_weights": "weights/none.pth"}}
+        ),
+        "features.nre_official.options.coarse_weights",
+        "weights/none.pth: no such checkpoint file",
+    ),
+    "no weights": (
+        lambda c: c["features"].__setitem__("s2dnet", {"options": {}}),
+        "features.s2dnet.options.weights",
+        "no checkpoint given",
+    ),
+    "metric": (lambda c: c["selection"].__setitem__("metric", "R>7deg"), "selection.metric", "not a rate column"),
+    "scene name": (
+        lambda c: c["data"].__setitem__("test_scenes", ["$(touch PWNED)"]),
+        "data.test_scenes[0]",
+        "is not valid",
+    ),
+    "scene name ;": (
+        lambda c: c["data"].__setitem__("tuning_scenes", ["a; touch PWNED"]),
+        "data.tuning_scenes[0]",
+        "is not valid",
+    ),
+    "estimator key": (_est("x$(touch PWNED)"), "estimators", "key 'x$(touch PWNED)' is not a valid name"),
+    "name": (lambda c: c.__setitem__("name", "../quick"), "name", "is not valid"),
+    "nested unknown key": (_est("oracle", grdi={}), "estimators.oracle.grdi", "unknown key; allowed here: class"),
+    "wrong type": (lambda c: c.__setitem__("chunks", "two"), "chunks", "'two' is not of type integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_config_problems_are_one_line_naming_file_and_key(case):
+    edit, key, words = CASES[case]
+    with pytest.raises(ConfigError) as e:
+        check_config(_with(edit), "config/quick.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"config/quick.yaml: {key}: ") and words in msg and "\n" not in msg and len(msg) < 400, msg
+
+
+def test_the_committed_configs_pass():
+    for name in ("config.yaml", "quick.yaml", "features.yaml"):
+        check_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
+    md = yaml.safe_load((REPO / "config" / "megadepth.yaml").read_text())
+    check_config(md, "megadepth.yaml", check_files=False)  # its official checkpoints are not in the repository
+
+
+def test_catalog_matches_the_backend_classes():
+    """nre.features.catalog lists each backend's options without importing torch; it must be the classes' own."""
+    from nre.features import base
+    from nre.features.base import get_backend
+    from nre.features.catalog import BACKENDS
+
+    get_backend("dsift")
+    for name in BACKENDS:
+        __import__(BACKENDS[name].module)
+    assert set(BACKENDS) == set(base._BACKENDS)
+    for name, cls in base._BACKENDS.items():
+        params = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None:
+                sig = inspect.signature(init).parameters.values()
+                params |= {p.name for p in sig if p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "self"}
+                if not any(p.kind == p.VAR_KEYWORD for p in sig):
+                    break
+        assert params == set(BACKENDS[name].options), name
+
+
+@pytest.mark.parametrize("case", ["grid value type", "misspelt option", "timing estimator", "scene name", "no weights"])
+def test_dry_run_refuses_bad_configs_with_one_line(case, tmp_path):
+    """The same problems stop `snakemake -n` with one line and a non-zero status (they used to pass the dry run
+    and fail after the maps, or fail every pair with exit 0; a schema error printed 237 lines)."""
+    edit, key, words = CASES[case]
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(_with(edit)))
+    p = _snakemake("-n", "--configfile", str(cfg), "--config", f"out={tmp_path / 'out'}")
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    assert p.returncode != 0 and len(lines) == 1, lines[:20]
+    assert lines[0].startswith(f"config error: {cfg}") and f": {key}: " in lines[0] and words in lines[0]
+    assert not (REPO / "PWNED").exists() and not (tmp_path / "PWNED").exists()
+
+
+def test_config_strings_reach_the_shell_quoted(tmp_path):
+    """A feature option holding `'$(touch X)'` and an output folder named `$(touch X)` are passed as they are:
+    the commands Snakemake runs split back into the original words, and a real run creates no X."""
+    marker = tmp_path / "PWNED"
+    payload = {"impl": f"torch'$(touch {marker})'; touch {marker}"}
+    cfg = _with(lambda c: c["features"]["dsift"].__setitem__("options", payload))
+    cfg["data"] = {"root": str(TINY_MD), "synth": None, "test_scenes": ["0016"], "tuning_scenes": ["0033"]}
+    out = tmp_path / f"run $(touch {marker})"
+    cfg["out"] = str(out)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = _snakemake("-n", "-p", "--configfile", str(path))
+    assert p.returncode == 0, p.stderr[-2000:]
+    cmds = [ln.split("Shell command: ", 1)[1] for ln in p.stdout.splitlines() if "Shell command: nre " in ln]
+    maps = next(shlex.split(c) for c in cmds if c.startswith("nre maps"))
+    assert json.loads(maps[maps.index("--features-options") + 1]) == cfg["features"]["dsift"]["options"]
+    assert maps[maps.index("--out-dir") + 1] == f"{out}/maps/dsift" and ";" not in maps
+    pairs = next(shlex.split(c) for c in cmds if c.startswith("nre pairs"))
+    assert pairs[pairs.index("--out") + 1] == f"{out}/pairs.csv"
+    # a real run of the pairs and maps jobs: the pairs table is made, the maps job fails on the (bogus) impl
+    # option it received intact, and nothing ran the payloads
+    p = _snakemake(f"{out}/maps/dsift/manifest0.csv", "--cores", "1", "--configfile", str(path))
+    assert (out / "pairs.csv").exists() and not marker.exists()
+    log = (out / "logs" / "maps" / "dsift_0.log").read_text()
+    assert "impl must be one of" in log and "touch" in log
+
+
+def test_nre_commands_report_bad_backends_and_missing_weights_in_one_line(tmp_path):
+    """`nre maps` with an unknown backend or a missing checkpoint: exit status 2 and one line naming it, no
+    traceback (it used to be a traceback ending in KeyError / FileNotFoundError)."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("pair_id,scene,source,target\n")
+    base = [sys.executable, "-m", "nre.cli", "maps", "--pairs", str(pairs), "--root", str(TINY_MD)]
+    base += ["--out-dir", str(tmp_path / "maps")]
+    cases = {
+        "unknown feature backend 'sfit'": ["--features", "sfit"],
+        "coarse_weights: weights/none.pth: no such checkpoint file": [
+            "--features",
+            "nre_official",
+            "--features-options",
+            json.dumps({"coarse_weights": "weights/none.pth", "fine_weights": "weights/none.pth"}),
+        ],
+        "weights: no checkpoint given": ["--features", "s2dnet"],
+    }
+    for words, extra in cases.items():
+        p = subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True)
+        err = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert p.returncode == 2 and len(err) == 1 and err[0].startswith("nre maps: ") and words in err[0], p.stderr
