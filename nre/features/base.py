@@ -179,11 +179,9 @@ def get_backend(name: str, **options) -> FeatureBackend:
         problems = option_problems(name, options)
         if problems:
             raise BackendError(f"feature backend {name!r}: {describe(name, problems)}")
-        importlib.import_module(BACKENDS[name].module)
-    elif name not in _BACKENDS:
-        for info in pkgutil.iter_modules(pkg.__path__):  # backends register themselves on import
-            if not info.name.startswith("_") and info.name not in ("base", "catalog"):
-                importlib.import_module(f"nre.features.{info.name}")
+    for info in pkgutil.iter_modules(pkg.__path__):  # backends register themselves on import
+        if not info.name.startswith("_") and info.name not in ("base", "catalog"):
+            importlib.import_module(f"nre.features.{info.name}")
     if name not in _BACKENDS:
         raise UnknownBackendError(
             f"unknown feature backend {name!r}; available: {', '.join(sorted(set(_BACKENDS) | set(BACKENDS)))}"

@@ -2,53 +2,89 @@
 
 The workflow checks a config's ``features`` with it when the Snakefile is parsed (``nre.config_check``: unknown
 backends and options, missing checkpoint files are refused at dry-run time), and ``get_backend`` checks a backend's
-options with it before building one, so a misspelt option or a missing weights file is one clear line. The entries
-are checked against the classes' signatures by tests/test_config_check.py.
+options with it before building one, so a misspelt option or a missing weights file is one clear line. Option names
+are read from the backend classes' ``__init__`` signatures in their source (``ast``, following ``**kw`` to the base
+class of the same module), so a new option needs no second declaration; tests/test_config_check.py compares them
+with the imported classes. What is declared here: each backend's module and its checkpoint options.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-_NET_OPTIONS = ("coarse_weights", "fine_weights", "max_size", "fine_max_size", "device", "random_init", "seed")
+_HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class BackendInfo:
     module: str
-    options: tuple[str, ...]
     weights: tuple[str, ...] = ()  # options naming checkpoint files (None: needs random_init)
     shipped: dict = field(default_factory=dict)  # weights option -> the file its default value "default" means
     what: str = ""  # how to get the checkpoints (for the error message)
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        return _init_options(self.module).get(_name_of(self), ())
+
 
 BACKENDS: dict[str, BackendInfo] = {
-    "dsift": BackendInfo(
-        "nre.features.dsift",
-        ("coarse_stride", "fine_stride", "coarse_bin", "fine_bin", "root", "temperature", "max_size", "impl"),
-    ),
+    "dsift": BackendInfo("nre.features.dsift"),
     "nre_official": BackendInfo(
         "nre.features.nre_nets",
-        _NET_OPTIONS,
         ("coarse_weights", "fine_weights"),
         what="the official NRE coarse.pth / fine.pth: README, 'Running on MegaDepth with the official weights'",
     ),
     "nre_compact": BackendInfo(
         "nre.features.nre_nets",
-        _NET_OPTIONS,
         ("coarse_weights", "fine_weights"),
         {f"{lv}_weights": WEIGHTS_DIR / f"compact_{lv}.pth" for lv in ("coarse", "fine")},
         what="regenerate with `nre train --config config/train.yaml --out work/train`, see nre/weights/README.md",
     ),
     "s2dnet": BackendInfo(
         "nre.features.s2dnet",
-        ("weights", "coarse_layer", "fine_layer", "max_size", "device", "random_init", "seed"),
         ("weights",),
         what="the official s2dnet_weights.pth: README, 'Running on MegaDepth with the official weights'",
     ),
 }
+
+
+def _name_of(info: BackendInfo) -> str:
+    return next(k for k, v in BACKENDS.items() if v is info)
+
+
+@functools.cache
+def _init_options(module: str) -> dict[str, tuple[str, ...]]:
+    """backend name -> its keyword options, from the ``__init__`` signatures of the module's classes."""
+    tree = ast.parse((_HERE / f"{module.rsplit('.', 1)[-1]}.py").read_text())
+    classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+
+    def params(cls: ast.ClassDef) -> list[str]:
+        init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+        if init is None:
+            bases = [b.id for b in cls.bases if isinstance(b, ast.Name) and b.id in classes]
+            return params(classes[bases[0]]) if bases else []
+        names = [a.arg for a in init.args.args[1:] + init.args.kwonlyargs]
+        if init.args.kwarg is not None:  # **kw: passed on to the base class
+            bases = [b.id for b in cls.bases if isinstance(b, ast.Name) and b.id in classes]
+            names += [n for n in (params(classes[bases[0]]) if bases else []) if n not in names]
+        return names
+
+    out = {}
+    for cls in classes.values():
+        for stmt in cls.body:
+            if (
+                isinstance(stmt, ast.Assign)
+                and [getattr(t, "id", None) for t in stmt.targets] == ["name"]
+                and isinstance(stmt.value, ast.Constant)
+            ):
+                out[stmt.value.value] = tuple(params(cls))
+    return out
+
+
 DEFAULT_WEIGHTS = {"nre_compact": "default"}  # the weights options' default value per backend (else None)
 
 
