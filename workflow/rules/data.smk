@@ -32,6 +32,34 @@ if config["data"].get("synth"):
             "nre synth --out {params.root} --preset {params.preset} --seed {params.seed} --splits train > {log} 2>&1"
 
 
+if SFM:
+
+    rule sfm:
+        """The scene of data.sfm.images reconstructed with pycolmap (nre sfm) into ROOT/<scene>, undistorted
+        MegaDepth layout. Single-threaded by default: the model is then the same bit for bit on a rerun."""
+        output:
+            report=SCENES,
+            model=[f"{ROOT}/{SFM_SCENE}/sparse/{f}.bin" for f in ("cameras", "images", "points3D")],
+        params:
+            images=SFM["images"],
+            root=lambda w: ROOT,
+            scene=SFM_SCENE,
+            seed=SFM.get("seed", SEED),
+            extra=" ".join(
+                f"--{k.replace('_', '-')} {v}"
+                for k, v in sorted(SFM.items())
+                if k in ("camera_model", "max_image_size", "max_features", "min_registered")
+            ),
+        threads: SFM.get("threads", 1)
+        log:
+            f"{OUT}/logs/sfm.log",
+        conda:
+            ENV
+        shell:
+            "nre sfm {params.images} {params.root} --scene {params.scene} --seed {params.seed} --threads {threads}"
+            " {params.extra} --overwrite --report {output.report} > {log} 2>&1"
+
+
 rule pairs:
     input:
         SCENES,
@@ -60,7 +88,7 @@ rule train:
     in ROOT/train (rule train_scenes). Resumes from OUT/train/<level>/last.pth after an interruption.
     The weights land in OUT/train/weights/; copy them to nre/weights/ on purpose to ship them."""
     input:
-        TRAIN_SCENES or SCENES,
+        TRAIN_SCENES or train_input,
     output:
         coarse=f"{OUT}/train/weights/compact_coarse.pth",
         fine=f"{OUT}/train/weights/compact_fine.pth",
