@@ -46,16 +46,21 @@ class NreSingleLevel(Estimator):
 
 
 class ReGaussian(Estimator):
-    """Eq. 11: RE with a Gaussian robust loss of width sigma (pixels), MSAC on its own one-hot maps, then GNC."""
+    """Eq. 11: RE with a Gaussian robust loss of width sigma (pixels): MSAC ranking P3P hypotheses by Eq. 11 at
+    sigma, then IRLS at sigma. Options ``init: one_hot`` (MSAC on one-hot maps, a one-cell kernel) and
+    ``schedule: scaled`` (GNC from 3.3 sigma down to sigma) restore the estimator before issue 15."""
 
     name = "re_gauss"
     grid = {"sigma": [1, 2, 3, 5, 8, 12, 16]}
     default_params = {"sigma": 5}
-    defaults = dict(_NRE_DEFAULTS)
+    defaults = {**_NRE_DEFAULTS, "init": "gaussian", "schedule": "single"}
     needs = frozenset({"matches"})
 
     def estimate_many(self, problem, settings):
         from nre.estimator import re_gaussian
 
-        res = re_gaussian(problem, [float(s["sigma"]) for s in settings], _options(self.options))
+        o = self.options
+        res = re_gaussian(
+            problem, [float(s["sigma"]) for s in settings], _options(o), init=o["init"], schedule=o["schedule"]
+        )
         return [[r] for r in res]

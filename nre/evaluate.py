@@ -8,7 +8,9 @@ rates over all categories; any single rate column such as ``R>10deg`` can be cho
 stage of the estimator (``fine_gnc`` for nre_c2f, the only stage otherwise) and applied to all its stages, so that an
 ablation compares stages of one setting. Two protocols side by side:
 - ``paper``: the best setting on the test pairs (what the paper did);
-- ``fair``: the best setting on the tuning split, applied once to the test pairs.
+- ``fair``: the best setting on the tuning split, applied once to the test pairs. Without tuning rows (a run
+  with ``pairs.n_tuning: 0``) it never falls back to the test pairs: an estimator with one setting keeps it (nothing
+  is chosen), any other gets ``FAIR_NA`` and its fair Table 1 rows say so (``fair_basis`` records which).
 Ties go to the first setting in the sorted ``params`` JSON, so the choice is deterministic.
 
 The tables built from these (Table 1, 2, summary) live in ``nre.tables``; the figures in ``nre.figures``.
@@ -28,6 +30,7 @@ DEFAULT_THRESHOLDS = {"rotation_deg": [2.0, 5.0, 10.0], "translation": [0.25, 1.
 KEYS = ["features", "estimator", "params", "stage"]
 FINAL_STAGES = ("", "fine_gnc")  # the stage an estimator's result is judged on (single-stage estimators: "")
 STAGE_ORDER = {"p3p": 0, "coarse_gnc": 1, "fine_gnc": 2}
+FAIR_NA = "n/a: no tuning pairs"  # the fair choice of a swept estimator when the run has no tuning split
 
 
 def metric_columns(thresholds: dict) -> list[tuple[str, str, float]]:
@@ -89,7 +92,13 @@ def select(rates: pd.DataFrame, metric: str = "mean_failure") -> pd.DataFrame:
         if test.empty:
             continue
         paper = test.iloc[0]["params"]
-        fair = tun.iloc[0]["params"] if not tun.empty else paper
+        n_settings = int(test["params"].nunique())
+        if not tun.empty:
+            fair, basis = tun.iloc[0]["params"], "tuning"
+        elif n_settings == 1:  # nothing to choose: the fair protocol uses no test information either
+            fair, basis = paper, "single setting"
+        else:  # never the test pairs' choice under the fair label
+            fair, basis = FAIR_NA, FAIR_NA
         rows.append(
             {
                 "features": feat,
@@ -103,7 +112,8 @@ def select(rates: pd.DataFrame, metric: str = "mean_failure") -> pd.DataFrame:
                 if fair in set(test["params"])
                 else np.nan,
                 "fair_from_tuning": not tun.empty,
-                "n_settings": int(test["params"].nunique()),
+                "fair_basis": basis,
+                "n_settings": n_settings,
             }
         )
     return pd.DataFrame(
@@ -118,6 +128,7 @@ def select(rates: pd.DataFrame, metric: str = "mean_failure") -> pd.DataFrame:
             "fair",
             "fair_test_value",
             "fair_from_tuning",
+            "fair_basis",
             "n_settings",
         ],
     )

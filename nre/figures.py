@@ -111,7 +111,7 @@ def sweep_plot(rates: pd.DataFrame, selection: pd.DataFrame, metric: str, stem) 
                 lab = split if other == "{}" else f"{split} {other}"
                 ax.plot(xs[order], ys[order], style, label=lab, ms=4)
         for proto, color in (("paper", "red"), ("fair", "green")):
-            if sel.empty:
+            if sel.empty or not str(sel.iloc[0][proto]).startswith("{"):  # FAIR_NA: no fair choice to mark
                 continue
             p = json.loads(sel.iloc[0][proto])
             if xkey is not None and xkey in p:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nre.evaluate import CATEGORIES, FINAL_STAGES, auc, bootstrap_ci, mcnemar_p, metric_columns, selected_rows
+from nre.evaluate import CATEGORIES, FAIR_NA, FINAL_STAGES, auc, bootstrap_ci, mcnemar_p, metric_columns, selected_rows
 from nre.seeding import derive_seed
 
 
@@ -65,6 +65,14 @@ def table1(
                 row[f"{name} vs NRE %"] = rel
                 row[f"{name} p"] = p
             out.append(row)
+        if protocol == "fair":  # swept estimators without a tuning choice: labelled rows, never test-chosen ones
+            na = sel[(sel["features"] == features) & (sel["fair"] == FAIR_NA)]
+            for est in sorted(set(na["estimator"]) - set(dc["estimator"])):
+                row = {"category": cat, "estimator": est, "params": FAIR_NA, "n": 0}
+                for name, _, _ in cols:
+                    row.update({name: np.nan, f"{name} lo": np.nan, f"{name} hi": np.nan})
+                    row.update({f"{name} vs NRE %": "n/a", f"{name} p": np.nan})
+                out.append(row)
     return pd.DataFrame(out)
 
 
@@ -74,6 +82,9 @@ def table1_display(t1: pd.DataFrame, thresholds: dict, reference: str = "nre_sin
     for _, r in t1.iterrows():
         row = {"category": r["category"], "estimator": r["estimator"], "params": r["params"], "n": r["n"]}
         for name, _, _ in metric_columns(thresholds):
+            if r["params"] == FAIR_NA:
+                row[name] = "n/a"
+                continue
             cell = f"{r[name]:.3f} [{r[f'{name} lo']:.2f}, {r[f'{name} hi']:.2f}]"
             if r["estimator"] != reference and f"{name} p" in r and not pd.isna(r[f"{name} p"]):
                 cell += f" {r[f'{name} vs NRE %']}% (p={r[f'{name} p']:.2g})"

@@ -101,11 +101,12 @@ def test_local_maps_norms_keep_outliers_weak():
 
 def test_re_gauss_sigma_is_in_image_pixels():
     """Inliers (0.3 px noise) plus a group of matches all shifted by 6 px: a 2 px sigma ignores the group, a 16 px
-    sigma is pulled by it. The dense grid's stride (1 or 4 px) must not change that: sigma is in pixels."""
+    sigma is pulled by it. The dense grid's stride (1 or 4 px) must not change that: sigma is in pixels, and so is
+    Eq. 11's MSAC (the grid only scales the cost by ln|Omega-ring|, which moves no pose)."""
     P = make_problem(31, n=600, outlier_ratio=0.0)
     rng = np.random.default_rng(0)
     xy = P.true_xy + rng.normal(0, 0.3, P.true_xy.shape)
-    biased = np.arange(600) < 240
+    biased = rng.permutation(600) < 240  # spread over the index: MSAC samples the first 25% of equal scores
     xy[biased] += [6.0, 0.0]
     errs = {}
     for stride in (1.0, 4.0):
@@ -125,7 +126,7 @@ def test_re_gauss_sigma_is_in_image_pixels():
             errs[stride].append(np.sqrt(np.mean(np.sum((uv - P.true_xy[~biased]) ** 2, 1))))
     for stride, (e2, e16) in errs.items():
         assert e2 < 0.3 < 1.0 < e16, (stride, e2, e16)
-    np.testing.assert_allclose(errs[1.0], errs[4.0], rtol=0.05)
+    np.testing.assert_allclose(errs[1.0], errs[4.0], rtol=1e-6)
 
 
 def test_registered_nre_estimators_results_and_failures(feat_problem):
@@ -160,3 +161,61 @@ def test_sparse_coarse_maps_for_1000_points_stay_small():
 
     cells, _ = sparse_argmin(cm)
     assert np.mean(np.abs(cells - np.round(xy)).max(1) == 0) > 0.85
+
+
+def _real_like_matches(seed: int, W: int = 1600, H: int = 1063, n: int = 1000):
+    """Argmax matches as dense SIFT gives them on real 1600 px photographs (issue 15, measured on Sacre-Coeur pairs:
+    4-12% inliers with ~3 px errors; repeated structure): 6% inliers with 3 px noise, 4% precise matches (0.5 px)
+    consistent with a pose 30 deg off, the rest uniform; the dense grid's cells are 4 px (stride 4)."""
+    from nre.geometry import Camera, Pose, so3_exp
+
+    rng = np.random.default_rng(seed)
+    f = 1300.0 * W / 1600
+    cam = Camera("PINHOLE", W, H, [f, f, (W - 1) / 2, (H - 1) / 2])
+    pose = Pose(so3_exp(rng.normal(0, 0.2, 3)), rng.normal(0, 1, 3))
+    px = np.c_[rng.uniform(0, W - 1, n), rng.uniform(0, H - 1, n)]
+    depth = rng.uniform(8, 20, n)
+    X = pose.inverse().transform(np.c_[cam.undistort_points(px) * depth[:, None], depth])
+    kind = rng.permutation(np.r_[np.zeros(60), np.ones(40), np.full(n - 100, 2)].astype(int))
+    xy = np.c_[rng.uniform(0, W - 1, n), rng.uniform(0, H - 1, n)]
+    xy[kind == 0] = px[kind == 0] + rng.normal(0, 3.0 * W / 1600, (60, 2))
+    wrong = Pose(pose.R @ so3_exp(np.array([0, np.radians(30), 0])), pose.t + rng.normal(0, 1, 3))
+    uvw, _ = cam.project(X, wrong)
+    xy[kind == 1] = uvw[kind == 1] + rng.normal(0, 0.5 * W / 1600, (40, 2))
+    out = ~(np.isfinite(xy).all(1) & (xy >= 0).all(1) & (xy[:, 0] <= W - 1) & (xy[:, 1] <= H - 1))
+    xy[out] = np.c_[rng.uniform(0, W - 1, out.sum()), rng.uniform(0, H - 1, out.sum())]
+    score = np.select(
+        [kind == 0, kind == 1], [rng.uniform(0.1, 0.6, n), rng.uniform(0.3, 0.8, n)], rng.uniform(0.01, 0.4, n)
+    )
+    return Problem(
+        f"real_like{seed}",
+        X,
+        cam,
+        seed,
+        gt_pose=pose,
+        matches=Matches(xy, score.astype(np.float32), rng.uniform(1, 3, n).astype(np.float32)),
+        extras={"dense_scale": np.array([0.25, 0.25]), "dense_shape": (round(H / 4), W // 4)},
+    )
+
+
+def test_re_gauss_msac_holds_at_real_resolution():
+    """Issue 15: on real 1600 px images Eq. 11 failed (149 deg) where LO-RANSAC did not. Its MSAC ranked P3P
+    hypotheses by Eq. 6 on one-hot maps, a kernel of one dense cell (4 px) whatever sigma: a pose from three 3 px
+    matches is off by more than a cell over most of a 1600 px image, so near-correct hypotheses scored like random
+    ones and precise matches of repeated structure won. Ranking by Eq. 11 at sigma (pixels) holds at every
+    resolution; the one-hot ranking fails more the larger the image (same scene, same angular noise)."""
+    opts = NreOptions()  # the default 5000 MSAC iterations
+    new, old = {}, {}
+    for W, H in ((1600, 1063), (640, 425)):
+        s = 5.0 * W / 1600  # sigma in pixels scales with the image
+        problems = [_real_like_matches(seed, W, H) for seed in range(10)]
+        new[W] = sum(pose_error(re_gaussian(p, [s], opts)[0].pose, p.gt_pose).rotation_deg > 5 for p in problems)
+        old[W] = sum(
+            pose_error(re_gaussian(p, [s], opts, init="one_hot")[0].pose, p.gt_pose).rotation_deg > 5 for p in problems
+        )
+    assert new == {1600: 0, 640: 0}, new
+    assert old[1600] >= 3 and old[1600] > old[640], old  # the former initialisation, for the record
+    reg = registry.get("re_gauss")()
+    assert reg.options["init"] == "gaussian" and reg.options["schedule"] == "single"
+    with pytest.raises(ValueError, match="init must be"):
+        re_gaussian(problems[0], [5.0], opts, init="argmax")

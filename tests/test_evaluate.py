@@ -91,9 +91,33 @@ def test_selection_protocols_differ_when_tuning_disagrees():
     assert json.loads(sel.loc["x", "paper"]) == {"threshold": 1}
     assert json.loads(sel.loc["x", "fair"]) == {"threshold": 2}
     assert sel.loc["x", "paper_test_value"] < sel.loc["x", "fair_test_value"]
-    # without a tuning split the fair protocol falls back to the paper's, and says so
-    sel2 = E.select(E.failure_rates(E.prepare(base[~tun]), THR)).set_index("estimator")
-    assert sel2.loc["x", "fair"] == sel2.loc["x", "paper"] and not sel2.loc["x", "fair_from_tuning"]
+    assert sel.loc["x", "fair_basis"] == "tuning"
+
+
+def test_fair_protocol_never_falls_back_to_test_pairs():
+    """Without tuning rows the fair choice of a swept estimator is an explicit n/a (it used to be the test pairs'
+    choice, the paper protocol under the fair label); a one-setting estimator keeps its setting (nothing chosen).
+    The fair Table 1 then shows labelled n/a rows, the paper Table 1 is unchanged."""
+    from nre import tables as T
+
+    spec = {
+        "x": {("threshold", 1): (1.0, True), ("threshold", 2): (20.0, True)},
+        "nre_single": {(): (0.5, True)},
+    }
+    df = E.prepare(make_rows(np.random.default_rng(0), spec, splits=("test",)))
+    sel = E.select(E.failure_rates(df, THR)).set_index("estimator")
+    assert sel.loc["x", "fair"] == E.FAIR_NA and np.isnan(sel.loc["x", "fair_test_value"])
+    assert json.loads(sel.loc["x", "paper"]) == {"threshold": 1}
+    assert sel.loc["nre_single", "fair"] == "{}" and sel.loc["nre_single", "fair_basis"] == "single setting"
+    assert not sel["fair_from_tuning"].any()
+    sel = sel.reset_index()
+    fair = T.table1(df, sel, THR, "dsift", protocol="fair", n_boot=0).set_index(["category", "estimator"])
+    assert fair.loc[("hard", "x"), "params"] == E.FAIR_NA and fair.loc[("hard", "x"), "n"] == 0
+    assert np.isnan(fair.loc[("all", "x"), "R>2deg"]) and fair.loc[("all", "nre_single"), "R>2deg"] == 0.0
+    shown = T.table1_display(fair.reset_index(), THR).set_index(["category", "estimator"])
+    assert shown.loc[("all", "x"), "R>2deg"] == "n/a"
+    paper = T.table1(df, sel, THR, "dsift", protocol="paper", n_boot=0).set_index(["category", "estimator"])
+    assert paper.loc[("all", "x"), "R>2deg"] == 0.0 and paper.loc[("all", "x"), "n"] == 30
 
 
 def test_selection_on_the_final_stage_applies_to_every_stage():

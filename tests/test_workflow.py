@@ -25,7 +25,9 @@ def snakemake(*args, check=True):
     return p
 
 
-@pytest.mark.parametrize("config", ["config/config.yaml", "config/quick.yaml", "config/features.yaml"])
+@pytest.mark.parametrize(
+    "config", ["config/config.yaml", "config/quick.yaml", "config/features.yaml", "config/sacre_coeur.yaml"]
+)
 def test_dry_run(config, tmp_path):
     p = snakemake("-n", "--configfile", config, "--config", f"out={tmp_path}")
     assert "estimate" in p.stdout and "evaluate" in p.stdout

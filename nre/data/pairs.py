@@ -177,6 +177,35 @@ def assign_categories(distance: np.ndarray) -> np.ndarray:
     return cats
 
 
+def split_images(names, fraction: float, seed: int, scene: str) -> dict[str, list[str]]:
+    """Seeded partition of one scene's registered images into ``tuning`` (a ``fraction`` of them, at least 2) and
+    ``test`` (the rest, at least 2), for a single-scene run (``nre pairs --tuning-from same-scene``).
+
+    Split by images, not by pairs: no image of a tuning pair is in any test pair (a pair split would put (A, B) in
+    one split and (B, A) or (A, C) in the other: the same photographs, hence nearly the same maps, on both sides).
+    The scene's 3D points and appearance stay shared: tuning on it is not as clean as on disjoint scenes."""
+    names = sorted(names)
+    if not 0 < fraction < 1:
+        raise ValueError(f"tuning fraction must be in (0, 1), got {fraction}")
+    k = int(round(fraction * len(names)))
+    if len(names) < 4 or not 2 <= k <= len(names) - 2:
+        raise ValueError(
+            f"scene {scene}: {len(names)} registered images cannot be split into >= 2 tuning and >= 2 test images "
+            f"with tuning fraction {fraction}"
+        )
+    pick = rng_for(seed, "tuning_images", scene).choice(len(names), k, replace=False)
+    tun = sorted(names[i] for i in pick)
+    return {"tuning": tun, "test": [n for n in names if n not in set(tun)]}
+
+
+def scene_images(root: str | Path, scene: str) -> list[str]:
+    """The registered images of one scene of ``root`` (for ``split_images``)."""
+    found = list_scenes(root, [scene])
+    if scene not in found:
+        raise ValueError(f"scene {scene} not found under {root}")
+    return sorted(load_scene(*found[scene], scene).images)
+
+
 def sample_pairs(
     root: str | Path,
     scenes: list[str],
@@ -187,9 +216,11 @@ def sample_pairs(
     seed: int = 0,
     max_per_scene: int | None = None,
     skipped: list | None = None,
+    images: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
     """A seeded sample of ``n_pairs`` candidate pairs spread evenly over ``scenes``. Pairs that cannot be used (and
-    scenes that cannot be read) are left out, logged and appended to ``skipped`` (dicts of ``SKIPPED_COLUMNS``)."""
+    scenes that cannot be read) are left out, logged and appended to ``skipped`` (dicts of ``SKIPPED_COLUMNS``).
+    ``images``: scene -> the only images its pairs may use (both source and target; see ``split_images``)."""
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
     found = list_scenes(root, scenes)
@@ -200,7 +231,11 @@ def sample_pairs(
         except SceneError as e:  # one broken scene never aborts the table: its pairs are recorded as skipped
             _scene_skipped(name, e, split, skipped)
             continue
-        cands[name] = _usable_candidates(sc, min_covisible, split, skipped)
+        c = _usable_candidates(sc, min_covisible, split, skipped)
+        if images is not None and name in images:
+            keep = set(images[name])
+            c = c[c["source"].isin(keep) & c["target"].isin(keep)]
+        cands[name] = c
         log.info("scene %s: %d images, %d candidate pairs", name, len(sc.images), len(cands[name]))
     quota = _quotas({s: len(c) for s, c in cands.items()}, n_pairs, max_per_scene)
     parts = []
@@ -211,7 +246,10 @@ def sample_pairs(
         idx = rng_for(seed, "pairs", split, s).choice(len(c), quota[s], replace=False)
         parts.append(c.iloc[np.sort(idx)])
     if not parts:
-        raise ValueError(f"no pair with at least {min_covisible} covisible points in scenes {scenes} under {root}")
+        within = "" if images is None else f" among the {split} images"
+        raise ValueError(
+            f"no pair with at least {min_covisible} covisible points{within} in scenes {scenes} under {root}"
+        )
     df = pd.concat(parts, ignore_index=True)
     if len(df) < n_pairs:
         log.warning("only %d pairs available for split %s (asked for %d)", len(df), split, n_pairs)

@@ -12,7 +12,21 @@ FIGS = config.get("figures", {})
 ENV = "../../environment.yml"
 EVAL = f"{OUT}/eval"
 FIG4 = [f"{EVAL}/fig4_maps_{i}.png" for i in range(FIGS.get("map_pictures", 3))]  # Fig. 4 map pictures
-SCENES = f"{ROOT}/scenes.yaml" if config["data"].get("synth") else []
+SFM = config["data"].get("sfm")  # {images, scene, ...}: the scene is reconstructed from photographs (rule sfm)
+if config["data"].get("synth") and SFM:
+    raise ValueError("config: data.synth and data.sfm are exclusive (generated scenes or reconstructed photographs)")
+SFM_SCENE = (SFM.get("scene") or os.path.basename(os.path.normpath(SFM["images"]))) if SFM else None
+if SFM and not __import__("re").fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", SFM_SCENE):
+    raise ValueError(
+        f"config: data.sfm: scene name {SFM_SCENE!r} (from the images folder) may only use letters, digits, _ . + -; "
+        "set data.sfm.scene"
+    )
+if config["data"].get("synth"):
+    SCENES = f"{ROOT}/scenes.yaml"
+elif SFM:
+    SCENES = f"{ROOT}/{SFM_SCENE}/sfm/report.json"
+else:
+    SCENES = []
 TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"].get("synth") else []
 
 
@@ -46,10 +60,32 @@ def grid_arg(name):
     return ["--grid", jdump(grid)] if grid else []
 
 
-def _scene_args():
+def test_scenes():
     d = config["data"]
-    a = ["--scenes", *d["test_scenes"]] if d.get("test_scenes") else ["--split", "test"]
-    if d.get("tuning_scenes") is not None:
+    return d.get("test_scenes") or ([SFM_SCENE] if SFM else None)
+
+
+from nre.data.tuning import check_tuning_source
+
+check_tuning_source(config, test_scenes(), os.path.exists(f"{ROOT}/scenes.yaml"))
+
+
+def train_input(wildcards):
+    """The real scenes `snakemake train` learns from; never photographs reconstructed by rule sfm (test scenes)."""
+    if SFM:
+        raise ValueError(
+            f"config: data.sfm scene {SFM_SCENE} is a test scene; train the features on other scenes "
+            "(config/train.yaml's data root), never on it"
+        )
+    return SCENES
+
+
+def _scene_args():
+    d, p = config["data"], config["pairs"]
+    a = ["--scenes", *test_scenes()] if test_scenes() else ["--split", "test"]
+    if p.get("tuning_from", "scenes") == "same_scene":
+        a += ["--tuning-from", "same-scene", "--tuning-fraction", str(p.get("tuning_fraction", 0.3))]
+    elif d.get("tuning_scenes") is not None:
         a += ["--tuning-scenes", *d["tuning_scenes"]]
     return a
 

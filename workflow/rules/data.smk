@@ -33,6 +33,35 @@ if config["data"].get("synth"):
             " > {log:q} 2>&1"
 
 
+if SFM:
+
+    rule sfm:
+        """The scene of data.sfm.images reconstructed with pycolmap (nre sfm) into ROOT/<scene>, undistorted
+        MegaDepth layout. Single-threaded by default: the model is then the same bit for bit on a rerun."""
+        output:
+            report=SCENES,
+            model=[f"{ROOT}/{SFM_SCENE}/sparse/{f}.bin" for f in ("cameras", "images", "points3D")],
+        params:
+            images=SFM["images"],
+            root=lambda w: ROOT,
+            scene=SFM_SCENE,
+            seed=SFM.get("seed", SEED),
+            extra=[
+                w
+                for k, v in sorted(SFM.items())
+                if k in ("camera_model", "max_image_size", "max_features", "min_registered")
+                for w in (f"--{k.replace('_', '-')}", str(v))
+            ],
+        threads: SFM.get("threads", 1)
+        log:
+            f"{OUT}/logs/sfm.log",
+        conda:
+            ENV
+        shell:
+            "nre sfm {params.images:q} {params.root:q} --scene {params.scene:q} --seed {params.seed:q}"
+            " --threads {threads} {params.extra:q} --overwrite --report {output.report:q} > {log:q} 2>&1"
+
+
 rule pairs:
     input:
         SCENES,
@@ -64,7 +93,7 @@ rule train:
     in ROOT/train (rule train_scenes). Resumes from OUT/train/<level>/last.pth after an interruption.
     The weights land in OUT/train/weights/; copy them to nre/weights/ on purpose to ship them."""
     input:
-        TRAIN_SCENES or SCENES,
+        TRAIN_SCENES or train_input,
     output:
         coarse=f"{OUT}/train/weights/compact_coarse.pth",
         fine=f"{OUT}/train/weights/compact_fine.pth",
