@@ -221,7 +221,7 @@ def test_re_gauss_msac_holds_at_real_resolution():
     assert new == {1600: 0, 640: 0}, new
     assert old[1600] >= 3 and old[1600] > old[640], old  # the former initialisation, for the record
     reg = registry.get("re_gauss")()
-    # the code default is the paper's (and results/default's) formulation; the shipped configs set the fix
+    # the code default is the paper's formulation; every shipped config sets the fix (test_config_check)
     assert reg.options["init"] == "one_hot" and reg.options["schedule"] == "scaled"
     with pytest.raises(ValueError, match="init must be"):
         re_gaussian(problems[0], [5.0], opts, init="argmax")
