@@ -121,7 +121,7 @@ def test_the_committed_configs_pass():
     check_config(md, "megadepth.yaml", check_files=False)  # its official checkpoints are not in the repository
 
 
-def test_configs_settle_eq11_explicitly():
+def test_shipped_configs_set_issue15_settings():
     """The code default of Eq. 11 is the paper's NRE on one-hot maps (init one_hot, schedule scaled); every shipped
     config runs it with issue 15's fix for real resolution, set explicitly. All but megadepth.yaml (the paper's
     coarse level for the official networks) also set the coarse level of coarse-to-fine NRE: dense SIFT at
