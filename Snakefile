@@ -13,7 +13,7 @@ if not workflow.overwrite_configfiles:
 
 # The config is checked before any rule is built (dry runs included): schema, names, backends and their checkpoint
 # files, estimators' classes / options / grids. A problem stops here with one line naming the file and key.
-from nre.config_check import check_workflow_config
+from nre.workflow.config import check_workflow_config
 
 check_workflow_config(workflow, config, "workflow/schemas/config.schema.yaml")
 
@@ -22,7 +22,7 @@ onstart:
     # SLURM: every job's CPUs / memory / GPUs against sinfo's nodes before anything is submitted (a job no node can
     # run would stay PENDING forever, unreported); jobs themselves run with --no-hooks
     if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
-        from nre.cluster import check_workflow
+        from nre.workflow.cluster import check_workflow
 
         check_workflow(workflow)
 

@@ -1,1 +1,1 @@
-"""Pose estimators: one module per estimator, discovered by name (see baselines.registry)."""
+"""Pose estimators: one module per estimator, discovered by name (see nre.estimators.registry)."""

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from baselines.base import Estimator
+from nre.estimators.base import Estimator
+from nre.estimators.problem import EstimateResult
 from nre.geometry import Camera, Pose, R_to_quat_wxyz, img_to_map
-from nre.problem import EstimateResult
 
 LOSSES = ("cauchy", "geman_mcclure", "huber")
 
@@ -161,7 +161,7 @@ class FeaturemetricRefinement(Estimator):
     needs = frozenset({"matches", "features"})
 
     def estimate_many(self, problem, settings):
-        from baselines.registry import get
+        from nre.estimators.registry import get
 
         if problem.features is None:
             return [[EstimateResult.failure("FPR needs descriptors (features access)")] for _ in settings]

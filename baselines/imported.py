@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from baselines.base import Estimator
+from nre.estimators.base import Estimator
+from nre.estimators.problem import EstimateResult
 from nre.geometry import Pose
-from nre.problem import EstimateResult
 
 COLUMNS = ["pair_id", "qw", "qx", "qy", "qz", "tx", "ty", "tz"]
 

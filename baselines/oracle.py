@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from baselines.base import Estimator
 from baselines.re_ransac import pinhole_observations, poselib_camera
+from nre.estimators.base import Estimator
+from nre.estimators.problem import EstimateResult
 from nre.geometry import Pose
-from nre.problem import EstimateResult
 
 
 class Oracle(Estimator):

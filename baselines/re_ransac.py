@@ -31,9 +31,9 @@ import time
 import cv2
 import numpy as np
 
-from baselines.base import Estimator
+from nre.estimators.base import Estimator
+from nre.estimators.problem import EstimateResult, Problem
 from nre.geometry import Pose
-from nre.problem import EstimateResult, Problem
 from nre.seeding import derive_seed
 
 THRESHOLDS_PX = [1, 2, 4, 6, 8, 12, 16, 24]
@@ -225,8 +225,8 @@ def synthetic_problem(
     """A matches-only problem with a known pose, for tests and benchmarks: ``n`` points at depths 5-15 seen by a
     640 x 480 camera (OPENCV model with distortion if asked), observations with Gaussian ``noise`` px, a fraction
     ``outliers`` replaced by uniform pixels. Returns (problem, median depth)."""
+    from nre.estimators.problem import Matches
     from nre.geometry import Camera, so3_exp
-    from nre.problem import Matches
 
     rng = np.random.default_rng(seed)
     W, H = 640, 480

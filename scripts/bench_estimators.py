@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from baselines import registry
+from nre.estimators import registry
 from nre.geometry import pose_error
 from nre.seeding import derive_seed
 
@@ -35,9 +35,9 @@ def _problems_synthetic(args):
 def _problems_root(args):
     import yaml
 
-    from nre.cache import build_problem
     from nre.data.pairs import load_pair, sample_pairs
     from nre.features import get_backend
+    from nre.maps.cache import build_problem
 
     scenes = yaml.safe_load(open(f"{args.root}/scenes.yaml"))["splits"]["test"]
     df = sample_pairs(args.root, scenes, args.n_pairs, "test", 50, "rotation", 1)

@@ -26,12 +26,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from nre.features import get_backend
-    from nre.features.nre_nets import COMPACT_WEIGHTS
+    from nre.features.nets.nre_nets import COMPACT_WEIGHTS
 
     if args.image:
         import cv2
 
-        from nre.pair import read_image
+        from nre.data.images import read_image
 
         img = cv2.resize(read_image(args.image), (640, 480), interpolation=cv2.INTER_AREA)
     else:

@@ -32,7 +32,7 @@ def render_sample(out: Path):
     """The sample pair's scene ray-cast at 640 x 480 with 1500 points; returns its PairData."""
     import cv2
 
-    from nre.pair import PairData
+    from nre.data.pairdata import PairData
 
     spec = importlib.util.spec_from_file_location("mk", REPO / "tests/data/sample_pair/make_sample_pair.py")
     mk = importlib.util.module_from_spec(spec)
@@ -77,12 +77,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from nre import cache
+    from nre.data.pairdata import PairData
     from nre.features import get_backend
     from nre.features.access import PairFeatures
     from nre.features.images import load_image
-    from nre.maps import dense_maps
-    from nre.pair import PairData
+    from nre.maps import cache
+    from nre.maps.dense import dense_maps
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()

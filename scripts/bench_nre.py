@@ -12,14 +12,14 @@ import time
 import numpy as np
 import torch
 
-from baselines import registry
-from nre.estimator import NreOptions, map_minima, nre_coarse_to_fine
-from nre.gnc import Terms, refine
-from nre.maps import dense_maps
-from nre.msac import DenseTableScorer, msac, sampling_weights
-from nre.p3p import bearings_from_pixels, p3p_batch, p3p_poselib
-from nre.problem import Matches, Problem
-from nre.synthetic import SyntheticFeatures, make_problem
+from nre.estimators import registry
+from nre.estimators.problem import Matches, Problem
+from nre.estimators.testing import SyntheticFeatures, make_problem
+from nre.geometry.p3p import bearings_from_pixels, p3p_batch, p3p_poselib
+from nre.maps.dense import dense_maps
+from nre.solver.gnc import Terms, refine
+from nre.solver.msac import DenseTableScorer, msac, sampling_weights
+from nre.solver.nre import NreOptions, map_minima, nre_coarse_to_fine
 
 
 def best_of(fn, repeats):

@@ -3,7 +3,7 @@
 For each pair and each feature variant (a backend and its options, e.g. dsift at coarse stride 16 and 8), side by
 side in one process (variants interleaved pair by pair, so that machine load hits them alike):
 - ``truth_gnc``: coarse GNC started at the true pose (does the coarse objective hold the truth, or drift away?);
-- ``p3p`` / ``coarse_gnc`` / ``fine_gnc``: the estimator's stages (``nre.estimator.nre_coarse_to_fine``), the fine
+- ``p3p`` / ``coarse_gnc`` / ``fine_gnc``: the estimator's stages (``nre.solver.nre.nre_coarse_to_fine``), the fine
   stage once per fine-map scaling (``--norms``) and coarse-mass region (``--regions``) from the same coarse pose;
 - ``fine_from_truth``: the fine stage started at the true pose (the fine objective alone);
 plus the time of the coarse maps (features and maps, as in the maps job), of the estimator, and the size of the
@@ -30,16 +30,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nre import cache
 from nre.data.pairs import load_pair
-from nre.estimator import eq6_cost, fine_stage, nre_coarse_to_fine
 from nre.features import get_backend
 from nre.features.base import enable_memo
 from nre.geometry import pose_error
-from nre.gnc import Terms, refine
-from nre.msac import DenseTableScorer
-from nre.options import NreOptions
+from nre.maps import cache
 from nre.seeding import derive_seed
+from nre.solver.gnc import Terms, refine
+from nre.solver.msac import DenseTableScorer
+from nre.solver.nre import eq6_cost, fine_stage, nre_coarse_to_fine
+from nre.solver.options import NreOptions
 
 ROT = (2, 5, 10)
 TRANS = (0.25, 1, 5)

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import torch
 
-from baselines import registry
-from nre.cache import build_problem
 from nre.data.pairs import load_pair, sample_pairs
+from nre.estimators import registry
 from nre.features import get_backend
 from nre.geometry import pose_error
+from nre.maps.cache import build_problem
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Are two runs' results identical, timing aside? Compares two evaluation folders (nre.compare.compare_eval_dirs).
+"""Are two runs' results identical, timing aside? Compares two evaluation folders (compare_eval_dirs).
 
 Usage: python scripts/compare_runs.py work/quick/eval work/quick_slurm/eval
 Prints one line per difference and exits 1 if there is any, else prints what was compared and exits 0.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nre.compare import compare_eval_dirs
+from nre.reference.compare import compare_eval_dirs
 
 
 def main(argv=None) -> int:

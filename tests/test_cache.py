@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from nre import cache
 from nre.cli import main
+from nre.data.pairdata import PairData
 from nre.features import get_backend
 from nre.features.access import PairFeatures
 from nre.geometry import img_to_map, map_to_img
-from nre.maps import correspondence_logits, log_omega
-from nre.pair import PairData
+from nre.maps import cache
+from nre.maps.dense import correspondence_logits, log_omega
 
 SAMPLE = Path(__file__).parent / "data" / "sample_pair" / "pair.npz"
 
@@ -153,7 +153,7 @@ def test_nre_maps_command(tmp_path):
     """Two pairs and a broken row: the broken one is recorded as failed, the others cached; a rerun reuses them;
     another --max-points recomputes; the HDF5 export reads back. Data: the committed MegaDepth-layout tiny root."""
     from nre.data.pairs import load_pair, sample_pairs
-    from nre.export import read_pair
+    from nre.maps.export import read_pair
 
     df = sample_pairs(MD_TINY, ["0016"], 3, "test", min_covisible=20, seed=0).head(2)
     bad = df.iloc[:1].copy()
@@ -268,8 +268,8 @@ def test_coarse_only_cache(pair, backend, arrays, tmp_path):
     """``matches=False`` (nre maps --no-matches): the same coarse maps, no matches and no finest-level features
     computed; the Problem has no matches (RE estimators then fail with a reason) and coarse-to-fine NRE gives the
     same poses as from a full cache; a request with matches recomputes a coarse-only cache."""
-    from baselines.nre import NreCoarseToFine
     from baselines.re_ransac import LoRansacPoselib
+    from nre.solver.estimators import NreCoarseToFine
 
     be = get_backend("dsift")  # a fresh object: the module's backend fixture stays unspied
     calls = _spy_extract(be)
@@ -373,7 +373,7 @@ def test_cache_identity_is_the_weights_content_not_their_path(pair, tmp_path):
     sha256 is the identity, not the path); other weights make them stale, and a cache is refused by load_problem."""
     import shutil
 
-    from nre.features.nre_nets import COMPACT_WEIGHTS
+    from nre.features.nets.nre_nets import COMPACT_WEIGHTS
 
     be = get_backend("nre_compact")
     arrays = cache.compute_pair_cache(pair, be, 40, 0, matches=False)
@@ -405,8 +405,8 @@ def test_cache_identity_is_the_weights_content_not_their_path(pair, tmp_path):
 def test_pair_ids_that_would_leave_the_maps_folder_are_rejected(tmp_path):
     """A pair id is a file name: ``../x`` used to write ``<out-dir>/../x.npz``. Now nre maps records the pair as
     failed (no file anywhere) and nre estimate gives it failure rows: the other pairs run, no row is dropped."""
+    from nre.data.pairdata import check_pair_id
     from nre.data.pairs import sample_pairs
-    from nre.pair import check_pair_id
 
     for ok in ("0016_0__0004__0009", "test_00__0001__0002", "a.b+c=d@e,f-g"):
         assert check_pair_id(ok) == ok

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from nre.features import nre_nets as N
-from nre.features import s2dnet as S
-from nre.features.checkpoints import (
+from nre.features.nets import nre_nets as N
+from nre.features.nets import s2dnet as S
+from nre.features.nets.checkpoints import (
     CheckpointError,
-    load_network,
     random_state_dict,
     read_checkpoint,
     read_manifest,
@@ -78,7 +77,7 @@ def test_official_fine_lightning_checkpoint_loads_strictly_without_lightning(tmp
     assert "pytorch_lightning" not in sys.modules
     path = tmp_path / "fine.pth"
     sd = _lightning_file(path, read_manifest("nre_fine"), {"level": "fine", "extraction_layer": "Mixed_5d"})
-    net = load_network(path, "fine", "official")
+    net = N.load_network(path, "fine", "official")
     for k, v in net.state_dict().items():
         assert torch.equal(v, sd[k]), k
     _, hp, obj = read_checkpoint(path)
@@ -93,7 +92,7 @@ def test_official_coarse_checkpoint_with_class_keyed_callbacks_and_prefix(tmp_pa
     sd = _lightning_file(path, man, {"level": "coarse", "extraction_layer": "Mixed_7a"}, True, prefix="model.")
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)  # the plain weights-only loader cannot read it
-    net = load_network(path, "coarse", "official")
+    net = N.load_network(path, "coarse", "official")
     assert torch.equal(net.state_dict()["cnn.16.weight"], sd["cnn.16.weight"])
     assert torch.equal(net.state_dict()["cnn.0.conv.weight"], sd["cnn.0.conv.weight"])
     # and it runs at stride 16 on a small image
@@ -110,7 +109,7 @@ def test_strict_matching_lists_missing_unexpected_and_mismatched(tmp_path):
     path = tmp_path / "broken.pth"
     save_lightning_checkpoint(path, sd, {"level": "fine"})
     with pytest.raises(CheckpointError) as e:
-        load_network(path, "fine", "official")
+        N.load_network(path, "fine", "official")
     msg = str(e.value)
     assert str(path) in msg and "cnn.0.conv.weight" in msg and "cnn.99.weight" in msg
     assert "cnn.8.weight: file (288, 288, 3, 3) vs model (288, 288, 1, 1)" in msg
@@ -120,11 +119,11 @@ def test_wrong_level_is_refused(tmp_path):
     path = tmp_path / "fine.pth"
     save_lightning_checkpoint(path, random_state_dict(read_manifest("nre_fine")), {"level": "fine"})
     with pytest.raises(CheckpointError, match="is a 'fine' network, expected 'coarse'"):
-        load_network(path, "coarse", "official")
+        N.load_network(path, "coarse", "official")
     # without hyper-parameters the strict key check refuses it
     save_lightning_checkpoint(path, random_state_dict(read_manifest("nre_fine")), {})
     with pytest.raises(CheckpointError, match="missing"):
-        load_network(path, "coarse", "official")
+        N.load_network(path, "coarse", "official")
 
 
 def test_files_that_are_not_checkpoints(tmp_path):
@@ -174,7 +173,7 @@ def test_our_checkpoints_use_the_same_loader(tmp_path):
     hp = {"level": "fine", "arch": "compact", "dim": 32, "width": 8}
     path = tmp_path / "compact_fine.pth"
     save_lightning_checkpoint(path, net.state_dict(), hp, optimizer_states=[{"state": {}, "param_groups": []}])
-    back = load_network(path, "fine", "compact")
+    back = N.load_network(path, "fine", "compact")
     assert back.descriptor_dim == 32
     for k, v in net.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])
@@ -218,7 +217,7 @@ def test_crafted_checkpoints_are_refused_and_run_nothing(tmp_path, legacy):
         obj = {"state_dict": sd, "hyper_parameters": {"level": "fine", "x": payload}}
         torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
         with pytest.raises(CheckpointError, match=f"{path.name}: refused: .*{name.split('.')[-1]}"):
-            load_network(path, "fine", "official")
+            N.load_network(path, "fine", "official")
         assert not marker.exists(), name
         assert "\n" not in str(pytest.raises(CheckpointError, torch_load, path).value)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from nre.chunks import chunk_slice, parse_chunk
+from nre.workflow.chunks import chunk_slice, parse_chunk
 
 
 def test_chunks_partition_rows():

@@ -1,5 +1,5 @@
-"""SLURM support (nre.cluster: requests vs sinfo's nodes, status command vs scontrol, stuck-job detection), the GPU
-flag of the feature backends, and the run comparison (nre.compare) the SLURM test relies on."""
+"""SLURM support (cluster: requests vs sinfo's nodes, status command vs scontrol, stuck-job detection), the GPU
+flag of the feature backends, and the run comparison (nre.reference.compare) the SLURM test relies on."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nre.cluster import (
+from nre.reference.compare import compare_eval_dirs, is_timing_column
+from nre.workflow.cluster import (
     NEVER_REASONS,
     Node,
     PendingWatch,
@@ -21,7 +22,6 @@ from nre.cluster import (
     parse_squeue,
     request_of,
 )
-from nre.compare import compare_eval_dirs, is_timing_column
 
 REPO = Path(__file__).resolve().parents[1]
 

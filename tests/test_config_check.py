@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nre.config_check import ConfigError, check_config
+from nre.workflow.config import ConfigError, check_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MD = REPO / "tests" / "data" / "megadepth_tiny"
@@ -127,7 +127,7 @@ def test_shipped_configs_set_issue15_settings():
     coarse level for the official networks) also set the coarse level of coarse-to-fine NRE: dense SIFT at
     stride 8, no sigma 2. A change of either side is on purpose: the configs' committed references must then be
     regenerated (README: updating the reference results)."""
-    from baselines import registry
+    from nre.estimators import registry
 
     assert registry.get("re_gauss")().options["init"] == "one_hot"
     for name in ("config.yaml", "quick.yaml", "sacre_coeur.yaml", "megadepth.yaml"):

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from nre.data import pairs as P
-from nre.data.sfm import SceneError, check_model_files, list_scenes, load_scene
-from nre.pair import PairData
+from nre.data.pairdata import PairData
+from nre.data.scenes import SceneError, check_model_files, list_scenes, load_scene
 
 
 def test_synthetic_scene_roundtrips_through_pycolmap(tiny_root):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nre.data.pairdata import PairData
 from nre.features import get_backend
 from nre.features.dsift import _CV_ORI, N_ORI, dense_sift, dense_sift_opencv, grid_centers
 from nre.features.images import (
@@ -17,7 +18,6 @@ from nre.features.images import (
     to_tensor,
 )
 from nre.geometry import Camera, Pose, img_to_map, map_to_img
-from nre.pair import PairData
 
 SAMPLE = Path(__file__).parent / "data" / "sample_pair" / "pair.npz"
 

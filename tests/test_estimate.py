@@ -1,6 +1,6 @@
 """``nre estimate`` with mocked loaders, and the result rows of ``nre/results.py``.
 
-The real loaders (nre.data.pairs.load_pair, nre.cache.load_problem) are exercised end to end on the committed tiny
+The real loaders (nre.data.pairs.load_pair, nre.maps.cache.load_problem) are exercised end to end on the committed tiny
 MegaDepth scenes by tests/test_workflow.py::test_real_data_path_and_chunking_invariance."""
 
 import json
@@ -14,8 +14,8 @@ import pytest
 
 from baselines.re_ransac import synthetic_problem
 from nre.cli import main
-from nre.problem import EstimateResult
-from nre.results import COLUMNS, read, rows_from_results, write
+from nre.estimators.problem import EstimateResult
+from nre.estimators.rows import COLUMNS, read, rows_from_results, write
 from nre.seeding import derive_seed
 
 PAIRS = ["sA_p0", "sA_p1", "sB_bad", "sB_nocache", "sB_p4"]
@@ -34,8 +34,8 @@ class _Pair:
 
 @pytest.fixture
 def mocked(tmp_path, monkeypatch):
-    import nre.cache
     import nre.data.pairs
+    import nre.maps.cache
 
     pairs = tmp_path / "pairs.csv"
     rows = [
@@ -57,7 +57,7 @@ def mocked(tmp_path, monkeypatch):
 
     def load_problem(pair, cache_path, seed, backend=None, features=None):
         if pair.pair_id == "sB_nocache":
-            raise nre.cache.CacheError(f"{cache_path}: no map cache (run `nre maps` first)")
+            raise nre.maps.cache.CacheError(f"{cache_path}: no map cache (run `nre maps` first)")
         assert str(cache_path).endswith(f"{pair.pair_id}.npz")
         with open(seeds_file, "a") as f:
             f.write(json.dumps([pair.pair_id, seed]) + "\n")
@@ -66,7 +66,7 @@ def mocked(tmp_path, monkeypatch):
         return pair.problem
 
     monkeypatch.setattr(nre.data.pairs, "load_pair", load_pair)
-    monkeypatch.setattr(nre.cache, "load_problem", load_problem)
+    monkeypatch.setattr(nre.maps.cache, "load_problem", load_problem)
 
     def run(*extra, out="rows.parquet"):
         args = ["estimate", "--pairs", str(pairs), "--root", str(tmp_path), "--maps-dir", str(tmp_path / "maps")]
@@ -121,8 +121,8 @@ def test_estimator_exception_and_label(mocked, tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "toy.py").write_text(
         textwrap.dedent("""
-        from baselines.base import Estimator
-        from nre.problem import EstimateResult
+        from nre.estimators.base import Estimator
+        from nre.estimators.problem import EstimateResult
 
         class Toy(Estimator):
             name = "toy"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from baselines import registry
-from nre.estimator import NreOptions, nre_coarse_to_fine, nre_single_level, re_gaussian
+from nre.estimators import registry
+from nre.estimators.problem import Matches, Problem
+from nre.estimators.testing import SyntheticFeatures, make_problem
 from nre.geometry import img_to_map, pose_error
-from nre.localmaps import local_fine_maps
-from nre.maps import dense_maps, log_omega
-from nre.problem import Matches, Problem
-from nre.synthetic import SyntheticFeatures, make_problem
+from nre.maps.dense import dense_maps, log_omega
+from nre.maps.local import local_fine_maps
+from nre.solver.nre import NreOptions, nre_coarse_to_fine, nre_single_level, re_gaussian
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_sparse_coarse_maps_for_1000_points_stay_small():
     assert cm.shape == (30, 40) and cm.nbytes < 5e6
     # the peaks are where the synthetic problem put them
     xy = img_to_map(P.fine_peak_xy, cm.scale)
-    from nre.maps import sparse_argmin
+    from nre.maps.dense import sparse_argmin
 
     cells, _ = sparse_argmin(cm)
     assert np.mean(np.abs(cells - np.round(xy)).max(1) == 0) > 0.85

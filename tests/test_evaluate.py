@@ -1,5 +1,5 @@
 """Failure rates, selection protocols, statistics, diagnostics and renderer-truth errors on hand-made result rows
-in the documented schema (nre.results.COLUMNS)."""
+in the documented schema (nre.estimators.rows.COLUMNS)."""
 
 import json
 
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nre import evaluate as E
+from nre.estimators.rows import COLUMNS
+from nre.eval import metrics as E
 from nre.geometry import R_to_quat_wxyz, so3_exp
-from nre.results import COLUMNS
 
 THR = E.DEFAULT_THRESHOLDS
 
@@ -98,7 +98,7 @@ def test_fair_protocol_never_falls_back_to_test_pairs():
     """Without tuning rows the fair choice of a swept estimator is an explicit n/a (it used to be the test pairs'
     choice, the paper protocol under the fair label); a one-setting estimator keeps its setting (nothing chosen).
     The fair Table 1 then shows labelled n/a rows, the paper Table 1 is unchanged."""
-    from nre import tables as T
+    from nre.eval import tables as T
 
     spec = {
         "x": {("threshold", 1): (1.0, True), ("threshold", 2): (20.0, True)},

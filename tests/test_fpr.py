@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from baselines.fpr import bilinear_with_gradient, refine_featuremetric, robust, to_hwd
+from nre.data.pairdata import PairData
 from nre.data.synth import Face, _photo, look_at, render
 from nre.features import get_backend
 from nre.features.access import PairFeatures
 from nre.geometry import Camera, Pose, img_to_map, pose_error, so3_exp
-from nre.pair import PairData
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +120,8 @@ def test_robust_losses_and_weights_match_finite_differences():
 
 
 def test_fpr_estimator_sweep_shares_initialisation(plane_pair):
-    from baselines import registry
-    from nre.cache import build_problem
+    from nre.estimators import registry
+    from nre.maps.cache import build_problem
 
     prob = build_problem(plane_pair.capped(300, 0), get_backend("dsift"), 0)
     est = registry.get("fpr")()

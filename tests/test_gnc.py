@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from nre.estimators.testing import make_problem
 from nre.geometry import Camera, Pose, pose_error, so3_exp
-from nre.gnc import Terms, normal_equations, refine, reproject, term_costs
-from nre.synthetic import make_problem
+from nre.solver.gnc import Terms, normal_equations, refine, reproject, term_costs
 
 
 def _phi(pose, P, terms, sigma):

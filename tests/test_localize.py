@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from nre.cli import main
+from nre.data.pairdata import PairData
 from nre.geometry import pose_error
-from nre.pair import PairData
 
 SAMPLE = Path(__file__).parent / "data" / "sample_pair" / "pair.npz"
 
@@ -54,8 +54,8 @@ def test_localize_sample_pair_nre_and_re(tmp_path, capsys):
 
 
 def test_all_selects_every_estimator_the_inputs_allow():
-    from baselines import registry
     from nre.commands.localize import select_estimators
+    from nre.estimators import registry
 
     names = select_estimators(["all"])
     assert "imported" not in names and {"nre_c2f", "lo_ransac_poselib", "re_gauss"} <= set(names)

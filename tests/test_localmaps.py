@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from nre.estimators.testing import sparse_from_logprob
 from nre.geometry import Camera, Pose, img_to_map
-from nre.localmaps import DescriptorFineSource, build_local_maps, local_fine_maps, window_mass
-from nre.maps import SparseLossMaps, dense_maps, log_omega
-from nre.options import NreOptions
-from nre.synthetic import sparse_from_logprob
+from nre.maps.dense import SparseLossMaps, dense_maps, log_omega
+from nre.maps.local import DescriptorFineSource, build_local_maps, local_fine_maps, window_mass
+from nre.solver.options import NreOptions
 
 W, H, CS, FS = 256, 192, 16, 4  # image, coarse and fine strides: a coarse cell is exactly 4 x 4 fine cells
 

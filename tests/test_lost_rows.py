@@ -26,8 +26,8 @@ N_PAIRS = 4
 TOY = '''
 import ctypes, multiprocessing, os, signal, time
 from pathlib import Path
-from baselines.base import Estimator
-from nre.problem import EstimateResult
+from nre.estimators.base import Estimator
+from nre.estimators.problem import EstimateResult
 
 
 class Toy(Estimator):
@@ -166,7 +166,7 @@ def test_a_killed_job_keeps_its_finished_pairs_and_resumes(job, tmp_path):
 
 def test_a_resume_ignores_stale_parts(job, tmp_path):
     """A part file from another setting is discarded; a pair whose map cache changed since is recomputed."""
-    from nre import cache
+    from nre.maps import cache
 
     ids = sorted(job["ids"])
     flag = tmp_path / "kill.flag"
@@ -209,7 +209,7 @@ def test_worker_rows_equal_in_process_rows(job, tmp_path):
 
 
 def test_worker_unit():
-    from nre.worker import Worker
+    from nre.estimators.worker import Worker
 
     def fn(task, started):
         started()

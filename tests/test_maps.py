@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from nre.maps import SparseLossMaps, bilinear_corners, dense_maps, log_omega, lookup_dense
-from nre.synthetic import sparse_from_logprob
+from nre.estimators.testing import sparse_from_logprob
+from nre.maps.dense import SparseLossMaps, bilinear_corners, dense_maps, log_omega, lookup_dense
 
 
 def test_dense_maps_match_brute_force_softmax():
@@ -80,7 +80,7 @@ def test_inconsistent_sparse_maps_rejected():
 
 
 def test_sparse_argmin_and_entropy():
-    from nre.maps import sparse_argmin, sparse_entropy
+    from nre.maps.dense import sparse_argmin, sparse_entropy
 
     rng = np.random.default_rng(2)
     logp = np.log(rng.dirichlet(np.full(20, 0.3), size=5)).reshape(5, 4, 5)
@@ -126,7 +126,7 @@ def test_dense_maps_cell_cap_and_stats_only():
 
 
 def test_sparse_lookup_equals_dense_lookup():
-    from nre.maps import sparse_lookup
+    from nre.maps.dense import sparse_lookup
 
     rng = np.random.default_rng(4)
     logp = np.log(rng.dirichlet(np.full(30, 0.2), size=40)).reshape(40, 5, 6)
@@ -185,7 +185,7 @@ def test_dense_maps_bits_do_not_depend_on_threads_or_where_chunks_end(tail):
 
 
 def test_local_window_maps_bits_do_not_depend_on_threads_or_where_chunks_end():
-    from nre.localmaps import descriptor_window_logprob
+    from nre.maps.local import descriptor_window_logprob
 
     g = torch.Generator().manual_seed(3)
     n, h, w, size = 2 * 256 + 9, 30, 36, 8

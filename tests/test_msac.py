@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 import pytest
 
+from nre.estimators.testing import gaussian_logprob, make_problem, sparse_from_logprob
 from nre.geometry import Camera, Pose, img_to_map, pose_error, so3_exp
-from nre.maps import lookup_dense
-from nre.msac import DenseTableScorer, msac, sampling_weights
-from nre.p3p import bearings_from_pixels, p3p_batch, p3p_poselib
-from nre.synthetic import gaussian_logprob, make_problem, sparse_from_logprob
+from nre.geometry.p3p import bearings_from_pixels, p3p_batch, p3p_poselib
+from nre.maps.dense import lookup_dense
+from nre.solver.msac import DenseTableScorer, msac, sampling_weights
 
 
 def _p3p_samples(rng, K):
@@ -89,7 +89,7 @@ def test_msac_through_a_distorted_camera():
     sc = DenseTableScorer(maps, X, cam, dtype=np.float32)
     m = msac(X, xy, cam, sc, np.ones(n) / n, np.random.default_rng(0), 200)
     assert pose_error(m.pose, pose).rotation_deg < 1e-4
-    # the scorer follows the same bilinear rule as nre.maps.lookup_dense, distortion included
+    # the scorer follows the same bilinear rule as nre.maps.dense.lookup_dense, distortion included
     Rs = so3_exp(rng.normal(0, 0.05, (20, 3))) @ pose.R
     ts = pose.t + rng.normal(0, 0.2, (20, 3))
     got = sc(Rs, ts)

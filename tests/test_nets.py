@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nre.features import get_backend
-from nre.features import nre_nets as N
-from nre.features import s2dnet as S
-from nre.features.checkpoints import manifest_of, read_manifest
+from nre.features.nets import nre_nets as N
+from nre.features.nets import s2dnet as S
+from nre.features.nets.checkpoints import manifest_of, read_manifest
 from nre.geometry import img_to_map, map_to_img
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

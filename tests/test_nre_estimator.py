@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from nre.estimator import NreOptions, map_minima, nre_coarse_to_fine, re_gaussian
+from nre.estimators.problem import Matches, Problem
+from nre.estimators.testing import make_problem
 from nre.geometry import Camera, Pose, pose_error
-from nre.gnc import Terms, refine
-from nre.msac import DenseTableScorer, msac, sampling_weights
-from nre.problem import Matches, Problem
-from nre.synthetic import make_problem
+from nre.solver.gnc import Terms, refine
+from nre.solver.msac import DenseTableScorer, msac, sampling_weights
+from nre.solver.nre import NreOptions, map_minima, nre_coarse_to_fine, re_gaussian
 
 
 def _problem(P, seed):
@@ -132,8 +132,8 @@ def test_msac_sampling_weights_prefer_low_entropy_best_maps():
 
 def test_local_windows_are_centred_on_the_reprojection():
     """The reference's local maps came back shifted by half a window: ours must be centred where they should."""
-    from nre.estimator import descriptor_window_logprob, local_fine_maps, local_windows
     from nre.geometry import img_to_map
+    from nre.solver.nre import descriptor_window_logprob, local_fine_maps, local_windows
 
     P = make_problem(5, n=200, outlier_ratio=0.0)
     x0, y0, valid = local_windows(P.pose, P.points3d, P.camera, P.fine_scale, P.fine_shape, 16, 8.0)
@@ -163,9 +163,9 @@ def test_local_windows_are_centred_on_the_reprojection():
 
 
 def test_msac_scorer_equals_reference_bilinear_lookup():
-    """The packed-table torch scorer against the plain numpy look-up of nre.maps on random poses."""
+    """The packed-table torch scorer against the plain numpy look-up of nre.maps.dense on random poses."""
     from nre.geometry import img_to_map, so3_exp
-    from nre.maps import lookup_dense
+    from nre.maps.dense import lookup_dense
 
     P = make_problem(6, n=300, outlier_ratio=0.5)
     rng = np.random.default_rng(0)
@@ -185,7 +185,7 @@ def test_descriptor_window_logprob_matches_a_per_point_loop():
     """Local windows (clamped at the map border) against a direct per-point computation."""
     import torch
 
-    from nre.localmaps import descriptor_window_logprob
+    from nre.maps.local import descriptor_window_logprob
 
     g = torch.Generator().manual_seed(0)
     tgt = torch.randn(8, 20, 30, generator=g)

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from nre.geometry import Camera, so3_exp
-from nre.nre_loss import bilinear_weights, nre_cross_entropy, nre_loss, pose_nre
+from nre.solver.loss import bilinear_weights, nre_cross_entropy, nre_loss, pose_nre
 
 
 def _maps(rng, n, h, w):

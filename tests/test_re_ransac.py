@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import registry
 from baselines.re_ransac import THRESHOLDS_PX, pinhole_observations, synthetic_problem
+from nre.estimators import registry
+from nre.estimators.problem import Matches
 from nre.geometry import R_to_quat_wxyz, pose_error
-from nre.problem import Matches
 
 RE = ["lo_ransac_poselib", "lo_ransac_pycolmap", "lo_ransac_opencv", "gc_ransac", "magsac_pp"]
 SEEDED = ["lo_ransac_poselib", "lo_ransac_pycolmap", "lo_ransac_opencv", "magsac_pp"]  # gc_ransac: see below

@@ -29,7 +29,7 @@ def test_sfm_writes_the_undistorted_megadepth_layout(scene_root):
     import pycolmap
 
     from nre.data.pairs import candidate_pairs
-    from nre.data.sfm import list_scenes, load_scene
+    from nre.data.scenes import list_scenes, load_scene
 
     rep = json.loads((scene_root / "sc" / "sfm" / "report.json").read_text())
     assert rep["images"] == rep["registered"] == 5 and rep["points"] > 200, rep
@@ -131,7 +131,7 @@ def _single_scene_config(tmp_path, name, **pairs):
 
 def test_tuning_source_check():
     """The workflow's parse-time check: a config whose tuning split has no source is an error naming the fix."""
-    from nre.data.tuning import check_tuning_source as check
+    from nre.workflow.tuning import check_tuning_source as check
 
     def cfg(pairs=None, **data):
         return {"data": {"root": "R", "synth": None, **data}, "pairs": {"n_tuning": 5, **(pairs or {})}}

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import baselines
-from baselines import registry
-from baselines.base import Estimator
 from baselines.re_ransac import synthetic_problem
+from nre.estimators import registry
+from nre.estimators.base import Estimator
+from nre.estimators.problem import EstimateResult
 from nre.geometry import Pose
-from nre.problem import EstimateResult
 
 PAPER = {
     "nre_c2f",
@@ -29,8 +29,8 @@ PAPER = {
 }
 
 TOY = """
-from baselines.base import Estimator
-from nre.problem import EstimateResult
+from nre.estimators.base import Estimator
+from nre.estimators.problem import EstimateResult
 
 
 class {cls}(Estimator):

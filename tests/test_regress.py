@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from test_evaluate import THR, make_rows
 
-from nre import evaluate as E
-from nre import tables as T
 from nre.cli import main
-from nre.regress import compare, variation
+from nre.eval import metrics as E
+from nre.eval import tables as T
+from nre.reference.regress import compare, variation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_one_pair_flip_passes_after_the_csv_rounding(tmp_path):
 
 
 def test_median_band_of_flipped_pairs():
-    from nre.regress import _median_band
+    from nre.reference.regress import _median_band
 
     e = np.array([5.0, 1.0, 3.0, 2.0, 4.0])  # median 3
     assert _median_band(e, 0) == (3.0, 3.0)
@@ -118,7 +118,7 @@ def test_committed_quick_reference_tolerates_flips_and_catches_a_small_degradati
     rows = pd.read_parquet(ref_dir / "rows.parquet")
     ref_rates = _through_csv(E.read_rates(ref_dir / "failure_rates.csv"), tmp_path, "ref_rates")
     ref_summary = pd.read_csv(ref_dir / "summary.csv", dtype={"params": str})
-    from nre.regress import reference_rows
+    from nre.reference.regress import reference_rows
 
     per_pair = reference_rows(ref_dir)
     rates, summary = _quick_eval(rows, thr)
@@ -241,8 +241,8 @@ def test_variation_of_repeated_runs(tmp_path):
 def test_slim_reference_keeps_every_per_pair_error(tmp_path):
     """--rows errors stores the per-pair errors only (float32): the failure rates recomputed from it equal the
     run's own, and the reference check still passes on the run."""
-    from nre.evaluate import failure_rates
-    from nre.regress import update
+    from nre.eval.metrics import failure_rates
+    from nre.reference.regress import update
 
     cfg, pairs = _config_and_pairs(tmp_path)
     ev = _eval_dir(tmp_path, "run")
@@ -269,7 +269,7 @@ def test_committed_reference_is_not_stale(prov):
     """Every committed reference under results/ was made from its config as it is now, and its pair table is the
     one it was made on: editing config/<x>.yaml without updating results/<x> fails CI here (the quick reference is
     also recomputed and compared in test_workflow; the others are too long to rerun in CI)."""
-    from nre.regress import file_hash
+    from nre.reference.regress import file_hash
 
     d = json.loads(prov.read_text())
     cfg = REPO / d["config"]
@@ -286,7 +286,7 @@ def test_committed_reference_was_made_on_the_current_scene_generator(prov):
     """A reference made on generated scenes records the generator version it was made with; a generator change
     (version bumped) fails here until the reference is rerun and updated. Its config hash alone cannot see that:
     results/features once kept pairs from scenes the generator no longer made."""
-    from nre.regress import synth_generator
+    from nre.reference.regress import synth_generator
 
     d = json.loads(prov.read_text())
     want = synth_generator(REPO / d["config"])
@@ -299,7 +299,7 @@ def test_committed_reference_was_made_on_the_current_scene_generator(prov):
 
 def test_provenance_records_the_generator_only_for_generated_scenes(tmp_path):
     from nre.data.synth import GENERATOR_VERSION
-    from nre.regress import provenance
+    from nre.reference.regress import provenance
 
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("pair_id\n")
@@ -318,7 +318,7 @@ def test_pair_table_compared_by_content_not_bytes(tmp_path):
     """Scenes regenerated on another CPU move the pairs' measured distances in their last digits (the default's by
     up to 2e-4, relative): same pairs, same categories, not a different pair table. Other pairs, another category
     or a covisible count 30% off are."""
-    from nre.regress import pair_table_difference
+    from nre.reference.regress import pair_table_difference
 
     ref = REPO / "results" / "quick" / "pairs.csv"
     pairs = pd.read_csv(ref)

@@ -3,7 +3,7 @@ single-node cluster of ``.ci/slurm_up.sh``). Skipped when no SLURM answers.
 
 - a job no node can run stops the run before any submission, with the fix (no job PENDING forever);
 - config/quick.yaml through ``workflow/profiles/slurm`` gives the same tables as the same config run locally
-  (timing aside, ``nre.compare``). The SLURM run is watched (``nre.cluster.PendingWatch``): a job pending for a
+  (timing aside, ``nre.reference.compare``). The SLURM run is watched (``PendingWatch``): a job pending for a
   reason that never resolves, jobs pending while none runs, no job queued for 4 min while Snakemake still waits
   (status queries that never see a finished job), or the whole run over its time budget, fails the test with that
   reason and cancels the run's jobs, instead of hanging CI.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from nre.cluster import PendingWatch, parse_squeue, sinfo_nodes
-from nre.compare import compare_eval_dirs
+from nre.reference.compare import compare_eval_dirs
+from nre.workflow.cluster import PendingWatch, parse_squeue, sinfo_nodes
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slurm

@@ -121,7 +121,7 @@ def _spy(flag, expr: str) -> str:
     """Code that makes every ``Estimator.run`` append ``expr`` to the file ``flag``: it runs where the estimator
     runs, in the worker process of `nre estimate` (forked, so the patch is inherited) or in-process for timing."""
     return (
-        "import sys\nimport baselines.base as B\norig = B.Estimator.run\n"
+        "import sys\nimport nre.estimators.base as B\norig = B.Estimator.run\n"
         "def run(self, *a):\n    out = orig(self, *a)\n"
         f"    open({str(flag)!r}, 'a').write(str({expr}) + chr(10))\n    return out\n"
         "B.Estimator.run = run\n"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from nre import training as T
-from nre.features.nre_nets import CompactCoarseNet, NRECompactBackend
+from nre.features.nets.nre_nets import CompactCoarseNet, NRECompactBackend
 from nre.geometry import img_to_map, so3_exp
+from nre.train import training as T
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -132,7 +132,7 @@ def test_training_lowers_the_loss_and_resume_is_exact(tmp_path):
     finally:
         torch.optim.AdamW.step = opt_step
     T.train_level("coarse", cfg, data, tmp_path / "b", resume=True)
-    from nre.features.checkpoints import read_checkpoint
+    from nre.features.nets.checkpoints import read_checkpoint
 
     sa, hpa, _ = read_checkpoint(tmp_path / "a" / "coarse" / "last.pth")
     sb, _, ob = read_checkpoint(tmp_path / "b" / "coarse" / "last.pth")

@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines.base import Estimator, check_pose
 from baselines.re_ransac import synthetic_problem
-from nre import cache
 from nre.cli import main
+from nre.data.images import encoded_problem, read_image, read_image_file
+from nre.data.pairdata import PairData
+from nre.estimators.base import Estimator, check_pose
+from nre.estimators.problem import EstimateResult
 from nre.features import get_backend
 from nre.features.access import PairFeatures
 from nre.features.base import enable_memo
 from nre.features.dsift import DenseSift
-from nre.features.images import encoded_problem, read_image_file
 from nre.geometry import Pose
-from nre.pair import PairData, read_image
-from nre.problem import EstimateResult
+from nre.maps import cache
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "sample_pair" / "pair.npz"
@@ -129,7 +129,7 @@ def test_nan_descriptors_are_an_error_naming_image_backend_and_level(pair):
     backend = enable_memo(NanSift(), 64)
     prob = cache.problem_from_arrays(pair.capped(300, 0), cache.compute_pair_cache(pair, DenseSift(), 300, 0), 0)
     prob.features = PairFeatures(backend, pair.capped(300, 0))
-    from baselines import registry
+    from nre.estimators import registry
 
     for name, opts in (("nre_c2f", {"msac_iterations": 200}), ("nre_single", {"msac_iterations": 200}), ("fpr", {})):
         [res] = registry.get(name)(**opts).run(prob, [registry.get(name)().default_setting()])

@@ -1,20 +1,20 @@
 """``nre estimate``: run one estimator (all its sweep settings) over the pairs of a chunk; one row per result.
 
 For each pair of the chunk: ``nre.data.pairs.load_pair`` -> ``PairData.capped(max_points, seed)`` ->
-``nre.cache.load_problem(pair, <maps-dir>/<pair_id>.npz, seed', backend)`` with the per-pair seed
+``nre.maps.cache.load_problem(pair, <maps-dir>/<pair_id>.npz, seed', backend)`` with the per-pair seed
 ``seed' = derive_seed(seed, pair_id, estimator)`` -> ``Estimator.run(problem, settings)`` (every setting of the sweep
-in-process, sharing its set-up) -> ``nre.results.rows_from_results``. A pair that fails anywhere (bad data, missing or
+in-process, sharing its set-up) -> ``rows_from_results``. A pair that fails anywhere (bad data, missing or
 stale cache, estimator exception, time-out, a crash of the estimator) gives failure rows for every setting and stage,
 and every pair has exactly one row per (setting, stage) (a missing one is a failure ``missing stage result``): never
 dropped, never a crash of the run. An estimator that needs nothing (``needs`` empty, e.g. ``imported``) gets a
 Problem without maps.
 
-The pairs run in one long-lived worker process forked from this one (``nre.worker``): the estimator option
+The pairs run in one long-lived worker process forked from this one (``nre.estimators.worker``): the estimator option
 ``timeout_s`` is a real time-out (the worker is killed when a pair's estimator call overruns it, the pair is recorded
 as ``time-out (killed ...)`` and a fresh worker takes the next pair), and an estimator that ends the process
 (``os._exit``, a segfault) costs its pair only (``worker died: exit code ...``). ``--no-worker`` runs the pairs in
 this process (for a debugger): no real time-out, and a crash ends the job. Rows are appended pair by pair to
-``<out>.part`` (``nre.partrows``) and assembled into ``--out`` (atomically, schema of ``nre/results.py``) at the end;
+``<out>.part`` (``partrows``) and assembled into ``--out`` (atomically, ``nre.estimators.rows``) at the end;
 a rerun after a crash resumes from the part file when it was made by the same job (same estimator, settings,
 backend, seed, code) and the pairs' map caches are unchanged. Descriptor maps of an image shared by several pairs of
 the chunk are extracted once and kept in memory (``nre.features.base.FeatureMemo``, 512 MB by default; the
@@ -60,8 +60,8 @@ def add_arguments(p):
 
 def check_grid(cls, grid: dict | None) -> None:
     """A grid may only sweep the estimator's hyperparameters or options, with values of their declared types: a typo
-    or ``threshold: ['four']`` must not fail every pair (``nre.config_check.check_grid_values``)."""
-    from nre.config_check import check_grid_values
+    or ``threshold: ['four']`` must not fail every pair (``nre.workflow.config.check_grid_values``)."""
+    from nre.workflow.config import check_grid_values
 
     if grid is None:
         return
@@ -73,7 +73,7 @@ def check_grid(cls, grid: dict | None) -> None:
 
 
 def check_options(cls, options: dict) -> None:
-    from nre.config_check import check_options as problems_of
+    from nre.workflow.config import check_options as problems_of
 
     if not isinstance(options, dict):
         raise SystemExit(f"nre estimate: --options must be a JSON object, got {options!r}")
@@ -85,18 +85,18 @@ def check_options(cls, options: dict) -> None:
 def run(args) -> int:
     import pandas as pd
 
-    from baselines import registry
-    from baselines.base import failures
-    from nre import cache, worker
-    from nre.chunks import select_chunk
-    from nre.commands.version import versions
     from nre.data.pairs import load_pair
+    from nre.estimators import registry, worker
+    from nre.estimators.base import failures
+    from nre.estimators.partrows import PartRows, code_digest, pair_key
+    from nre.estimators.problem import EstimateResult, Problem
+    from nre.estimators.rows import params_key, rows_from_results, write
     from nre.features import get_backend
     from nre.features.base import enable_memo, memo_mb_default
-    from nre.partrows import PartRows, code_digest, pair_key
-    from nre.problem import EstimateResult, Problem
-    from nre.results import params_key, rows_from_results, write
+    from nre.maps import cache
     from nre.seeding import derive_seed
+    from nre.versions import versions
+    from nre.workflow.chunks import select_chunk
 
     set_threads(args.threads)
     try:
@@ -210,7 +210,7 @@ def run(args) -> int:
         if cls.needs:
             try:
                 now = cache.read_fields(cache.cache_path(maps_dir, e["pair_id"]), ["content_digest"])
-            except ValueError:  # an unsafe id (nre.pair.check_pair_id): redone, i.e. recorded as failed
+            except ValueError:  # an unsafe id (nre.data.pairdata.check_pair_id): redone, i.e. recorded as failed
                 continue
             if now is None or now["content_digest"] != e["cache"]:
                 continue

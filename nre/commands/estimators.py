@@ -13,7 +13,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from baselines import registry
+    from nre.estimators import registry
 
     try:
         classes = [registry.get(n) for n in args.names] if args.names else list(registry.available().values())

@@ -23,9 +23,9 @@ def add_arguments(p):
 def run(args) -> int:
     import pandas as pd
 
-    from nre import evaluate as E
-    from nre.results import read
-    from nre.tables import write_table
+    from nre.estimators.rows import read
+    from nre.eval import metrics as E
+    from nre.eval.tables import write_table
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

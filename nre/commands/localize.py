@@ -1,6 +1,6 @@
 """``nre localize``: run estimators on one pair in the official NRE sample format and report each.
 
-The pair's maps are computed in memory (``nre.cache.build_problem``: the same coarse sparse maps and dense-level
+The pair's maps are computed in memory (``nre.maps.cache.build_problem``: the same coarse sparse maps and dense-level
 argmax matches ``nre maps`` caches), then every chosen estimator runs its default setting (``default_params``, else
 the middle of its grid) with its own seed derived from (seed, pair id, estimator). Prints a table and optionally
 writes JSON ``{"estimators": {NAME: {success, R, t, rotation_error_deg, translation_error, runtime_s, params,
@@ -58,7 +58,7 @@ def _pose_fields(res, gt) -> dict:
 
 def select_estimators(names: list[str]) -> list[str]:
     """The requested names, or for ``all`` every registered estimator whose needs the pair's inputs meet."""
-    from baselines import registry
+    from nre.estimators import registry
 
     if names != ["all"]:
         for n in names:
@@ -70,10 +70,10 @@ def select_estimators(names: list[str]) -> list[str]:
 def run(args) -> int:
     import torch
 
-    from baselines import registry
-    from nre.cache import build_problem
+    from nre.data.pairdata import PairData
+    from nre.estimators import registry
     from nre.features import get_backend
-    from nre.pair import PairData
+    from nre.maps.cache import build_problem
     from nre.seeding import derive_seed
 
     if args.threads:

@@ -1,6 +1,6 @@
 """``nre maps``: compute each pair's cached maps (coarse sparse loss maps, dense-level argmax matches, stats).
 
-One ``<pair_id>.npz`` per pair in ``--out-dir`` (format: ``nre.cache``). A pair whose cache exists with the same
+One ``<pair_id>.npz`` per pair in ``--out-dir`` (format: ``nre.maps.cache``). A pair whose cache exists with the same
 layout version, backend options, point cap and seed, an intact content digest and the digests of the same inputs
 (images, points, cameras) is skipped, so a rerun computes only what is new or altered. A failing pair is recorded in
 the manifest (status ``failed`` and the error) and in ``<pair_id>.npz.failed`` (its old cache removed, so that
@@ -21,7 +21,7 @@ from pathlib import Path
 from nre.commands._args import json_arg
 
 HELP = "compute the per-pair map caches shared by every estimator"
-log = logging.getLogger("nre.maps")
+log = logging.getLogger("nre.maps.dense")
 MANIFEST_COLUMNS = ["pair_id", "path", "status", "error", "seconds", "cached", "n_points", "bytes"]
 
 
@@ -49,11 +49,11 @@ def run(args) -> int:
     import pandas as pd
     import torch
 
-    from nre import cache
-    from nre.chunks import select_chunk
     from nre.data.pairs import load_pair
     from nre.features import get_backend
     from nre.features.base import enable_memo, memo_mb_default
+    from nre.maps import cache
+    from nre.workflow.chunks import select_chunk
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,7 +123,7 @@ def run(args) -> int:
                 time.perf_counter() - t_start,
             )
     if args.export_h5 and exports:
-        from nre.export import export_h5
+        from nre.maps.export import export_h5
 
         export_h5(args.export_h5, exports)
     if args.manifest:

@@ -16,7 +16,7 @@ def add_arguments(p):
     p.add_argument("--pairs", help="pair table of the run (checked against the reference's; needed by --update)")
     p.add_argument("--abs-tol", type=float, default=None, help="absolute tolerance of a failure rate")
     p.add_argument("--pairs-tol", type=float, default=None, help="pairs allowed to flip per rate cell (default 1)")
-    p.add_argument("--tolerances", default=None, help="JSON overriding nre.regress.TOLERANCES")
+    p.add_argument("--tolerances", default=None, help="JSON overriding nre.reference.regress.TOLERANCES")
     p.add_argument("--update", action="store_true", help="replace the reference with this run")
     p.add_argument(
         "--rows",
@@ -30,7 +30,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nre.regress import check, update, variation
+    from nre.reference.regress import check, update, variation
 
     if args.measure:
         v = variation(args.measure)

@@ -13,7 +13,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nre.report import build
+    from nre.eval.report import build
 
     build(args.eval_dir, args.pairs, args.config_name, args.out)
     print(f"wrote {args.out}")

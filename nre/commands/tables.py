@@ -35,9 +35,9 @@ def add_arguments(p):
 def write_all(ev: Path, out: Path, thr: dict, feats: str | None, reference: str, n_boot: int, seed: int) -> None:
     import pandas as pd
 
-    from nre import evaluate as E
-    from nre import figures as F
-    from nre import tables as T
+    from nre.eval import figures as F
+    from nre.eval import metrics as E
+    from nre.eval import tables as T
 
     df = pd.read_parquet(ev / "rows.parquet")
     rates = E.read_rates(ev / "failure_rates.csv")
@@ -71,7 +71,7 @@ def write_all(ev: Path, out: Path, thr: dict, feats: str | None, reference: str,
 
 
 def run(args) -> int:
-    from nre import evaluate as E
+    from nre.eval import metrics as E
 
     ev = Path(args.eval_dir)
     out = Path(args.out_dir) if args.out_dir else ev
@@ -94,8 +94,8 @@ def map_pictures(args, out: Path) -> None:
     """Fig. 4 for the first test pair of each category (then the next ones), whatever the estimators did."""
     import pandas as pd
 
-    from nre import figures as F
     from nre.data.pairs import load_pair
+    from nre.eval import figures as F
     from nre.features import get_backend
 
     if not (args.pairs and args.root):

@@ -3,7 +3,7 @@
 Run it alone (the workflow's rule takes every core, so no other job competes): wall and CPU time are measured with
 ``time.perf_counter`` / ``time.process_time`` around each stage, the threads used are recorded. Stages: coarse / fine
 features of the target, source descriptors, coarse sparse maps, dense argmax, and NRE's initialisation, coarse and
-fine refinement (``nre.timing.time_pair``); then each estimator of ``--estimators`` at its first setting on the same
+fine refinement (``time_pair``); then each estimator of ``--estimators`` at its first setting on the same
 in-memory maps (cache loading excluded).
 
 With ``--maps-dir`` (the workflow passes the run's map caches) the estimators are timed on the cached maps that
@@ -45,7 +45,7 @@ def add_arguments(p):
 
 def time_estimators(problem, specs: dict, seed: int) -> list[dict]:
     """One row per estimator: wall / CPU time of its first setting on ``problem`` (failures recorded)."""
-    from baselines import registry
+    from nre.estimators import registry
     from nre.seeding import derive_seed
 
     rows = []
@@ -99,7 +99,7 @@ def run(args) -> int:
     for _, r in df.iterrows():
         pair = load_pair(args.root, r).capped(args.max_points, args.seed)
         if not args.no_stages:
-            from nre.timing import time_pair
+            from nre.eval.timing import time_pair
 
             t = time_pair(pair, backend, args.seed)
             t["pair_id"] = r["pair_id"]
@@ -115,7 +115,7 @@ def run(args) -> int:
 
 def _need_features(specs: dict) -> bool:
     """Whether any estimator to time reads descriptors (an unknown one counts as yes; it fails when timed)."""
-    from baselines import registry
+    from nre.estimators import registry
 
     for label, spec in specs.items():
         try:
@@ -129,20 +129,20 @@ def _need_features(specs: dict) -> bool:
 def _problem(pair, pair_id: str, seed: int, maps_dir: str | None, features: str, backend, make_backend):
     """The pair's Problem from its map cache in ``maps_dir`` if it is there and current (``backend`` None: no
     descriptors wanted), else computed in memory with ``make_backend()``."""
-    from nre.cache import build_problem, cache_path, load_problem
+    from nre.maps.cache import build_problem, cache_path, load_problem
 
     if maps_dir:
         path = cache_path(maps_dir, pair_id)
         try:
             return load_problem(pair, path, seed, backend, features=features)
-        except (OSError, KeyError, ValueError) as e:  # nre.cache.CacheError is a ValueError
+        except (OSError, KeyError, ValueError) as e:  # nre.maps.cache.CacheError is a ValueError
             print(f"nre timing: {path}: {type(e).__name__}: {e}; computing the maps of {pair_id} in memory")
     return build_problem(pair, backend or make_backend(), seed)
 
 
 def _write(out, path) -> int:
-    from nre.tables import write_table
-    from nre.timing import table3
+    from nre.eval.tables import write_table
+    from nre.eval.timing import table3
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(path, index=False)

@@ -43,7 +43,7 @@ def run(args) -> int:
     import torch
     import yaml
 
-    from nre import training as T
+    from nre.train import training as T
 
     cfg = T.load_config(args.config)
     if args.root:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nre.data.sfm import Scene, SceneError, list_scenes, load_scene
+from nre.data.pairdata import PAIR_ID_RE, PairData
+from nre.data.scenes import Scene, SceneError, list_scenes, load_scene
 from nre.geometry import rotation_angle_deg
-from nre.pair import PAIR_ID_RE, PairData
 from nre.seeding import rng_for
 
 log = logging.getLogger("nre.pairs")

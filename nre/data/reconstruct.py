@@ -2,7 +2,7 @@
 
 Pipeline (pycolmap 4.2 API): SIFT extraction into a COLMAP database -> exhaustive matching with geometric
 verification -> incremental mapping -> the largest reconstruction undistorted (``pycolmap.undistort_images``) into
-``OUT/<scene>/sparse/`` (PINHOLE) + ``OUT/<scene>/images/``, the undistorted layout ``nre.data.sfm`` reads. The
+``OUT/<scene>/sparse/`` (PINHOLE) + ``OUT/<scene>/images/``, the undistorted layout ``nre.data.scenes`` reads. The
 database and the distorted models stay in ``OUT/<scene>/sfm/`` (``database.db``, ``models/<k>/``).
 
 Determinism: with ``threads=1`` (the default) two runs on the same machine give the same model bit for bit

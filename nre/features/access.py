@@ -1,4 +1,4 @@
-"""``PairFeatures``: lazy descriptor access for one pair (implements ``nre.problem.FeatureAccess``).
+"""``PairFeatures``: lazy descriptor access for one pair (implements ``nre.estimators.problem.FeatureAccess``).
 
 The target image's descriptor maps and the source descriptors of the query points are computed on first use, level
 by level (an estimator that reads only the fine level never pays for the coarse one), and kept; a backend whose
@@ -6,7 +6,7 @@ levels share one network pass (``shared_levels = True``, e.g. S2DNet) extracts a
 descriptors are sampled bilinearly (``DenseFeatures.sample``) at the points' projections with the source camera and
 pose. The backend's softmax temperature is folded into the source
 descriptors (divided by it), so every dot product ``source . target`` is directly a logit of the correspondence
-map: pass ``temperature=1`` to ``nre.maps.dense_maps``. ``raw_source_descriptors`` gives them before the
+map: pass ``temperature=1`` to ``nre.maps.dense.dense_maps``. ``raw_source_descriptors`` gives them before the
 temperature (FPR compares descriptors, not logits). A backend with a ``FeatureMemo`` (``enable_memo``) serves the
 maps of an image already extracted for an earlier pair from memory.
 """
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nre.data.pairdata import PairData
 from nre.features.base import DenseFeatures, FeatureBackend
 from nre.features.images import load_image
-from nre.pair import PairData
 
 if TYPE_CHECKING:
     import torch

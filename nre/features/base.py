@@ -170,18 +170,15 @@ def get_backend(name: str, **options) -> FeatureBackend:
     """Build the backend ``name``. Its options are checked first against ``nre.features.catalog`` (names,
     checkpoint files), so a misspelt option or a missing weights file is a ``BackendError`` naming it."""
     import importlib
-    import pkgutil
 
-    import nre.features as pkg
     from nre.features.catalog import BACKENDS, describe, option_problems
 
     if name in BACKENDS:
         problems = option_problems(name, options)
         if problems:
             raise BackendError(f"feature backend {name!r}: {describe(name, problems)}")
-    for info in pkgutil.iter_modules(pkg.__path__):  # backends register themselves on import
-        if not info.name.startswith("_") and info.name not in ("base", "catalog"):
-            importlib.import_module(f"nre.features.{info.name}")
+    for module in sorted({info.module for info in BACKENDS.values()}):  # backends register themselves on import
+        importlib.import_module(module)
     if name not in _BACKENDS:
         raise UnknownBackendError(
             f"unknown feature backend {name!r}; available: {', '.join(sorted(set(_BACKENDS) | set(BACKENDS)))}"

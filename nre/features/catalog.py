@@ -1,6 +1,6 @@
 """The feature backends of ``nre`` and the options each accepts, known without importing them (they import torch).
 
-The workflow checks a config's ``features`` with it when the Snakefile is parsed (``nre.config_check``: unknown
+The workflow checks a config's ``features`` with it when the Snakefile is parsed (``nre.workflow.config``: unknown
 backends and options, missing checkpoint files are refused at dry-run time), and ``get_backend`` checks a backend's
 options with it before building one, so a misspelt option or a missing weights file is one clear line. Option names
 are read from the backend classes' ``__init__`` signatures in their source (``ast``, following ``**kw`` to the base
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-_HERE = Path(__file__).resolve().parent
+_NRE = Path(__file__).resolve().parent.parent  # the nre package
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,18 @@ class BackendInfo:
 BACKENDS: dict[str, BackendInfo] = {
     "dsift": BackendInfo("nre.features.dsift"),
     "nre_official": BackendInfo(
-        "nre.features.nre_nets",
+        "nre.features.nets.nre_nets",
         ("coarse_weights", "fine_weights"),
         what="the official NRE coarse.pth / fine.pth: README, 'Running on MegaDepth with the official weights'",
     ),
     "nre_compact": BackendInfo(
-        "nre.features.nre_nets",
+        "nre.features.nets.nre_nets",
         ("coarse_weights", "fine_weights"),
         {f"{lv}_weights": WEIGHTS_DIR / f"compact_{lv}.pth" for lv in ("coarse", "fine")},
         what="regenerate with `nre train --config config/train.yaml --out work/train`, see nre/weights/README.md",
     ),
     "s2dnet": BackendInfo(
-        "nre.features.s2dnet",
+        "nre.features.nets.s2dnet",
         ("weights",),
         what="the official s2dnet_weights.pth: README, 'Running on MegaDepth with the official weights'",
     ),
@@ -59,7 +59,7 @@ def _name_of(info: BackendInfo) -> str:
 @functools.cache
 def _init_options(module: str) -> dict[str, tuple[str, ...]]:
     """backend name -> its keyword options, from the ``__init__`` signatures of the module's classes."""
-    tree = ast.parse((_HERE / f"{module.rsplit('.', 1)[-1]}.py").read_text())
+    tree = ast.parse((_NRE.parent / f"{module.replace('.', '/')}.py").read_text())
     classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
 
     def params(cls: ast.ClassDef) -> list[str]:

@@ -30,7 +30,7 @@ The softmax temperature divides the dot products of unit descriptors. Default 0.
 quick preset (fraction of fine-stage rotation errors < 1 deg, 24 tuning-scene pairs / 20 test-scene pairs):
 0.02 -> 0.79 / 0.55, 0.01 -> 0.83 / 0.75, 0.0075 -> 0.83 / 0.90, 0.005 -> 0.79 / 0.95 (plain SIFT at 0.015:
 0.83 / 0.95); the per-map NRE loss (Eq. 10) is lowest near 0.01 (fine) and 0.02 (coarse); issue 2 found 0.01-0.02
-sharpest on real MegaDepth. ``nre.training``'s Eq. 10 calibration fits it on training pairs. ``max_size`` resizes
+sharpest on real MegaDepth. ``nre.train.training``'s Eq. 10 calibration fits it on training pairs. ``max_size`` resizes
 the image internally (``nre.features.images``); the returned maps keep ``scale`` relative to the image given to
 ``extract``.
 """

@@ -65,7 +65,7 @@ def test_scenes():
     return d.get("test_scenes") or ([SFM_SCENE] if SFM else None)
 
 
-from nre.data.tuning import check_tuning_source
+from nre.workflow.tuning import check_tuning_source
 
 check_tuning_source(config, test_scenes(), os.path.exists(f"{ROOT}/scenes.yaml"))
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from nre.pair import PairData
 
 from nre.geometry import Camera, Pose, pose_error
-from nre.pair import PairData
 
 HERE = Path(__file__).resolve().parent
 W, H = 320, 240

@@ -1,0 +1,1 @@
+"""From result rows to errors, metrics, tables, figures, timing and the HTML report."""

@@ -1,0 +1,1 @@
+"""Network feature backends (the paper's networks, S2DNet) and their checkpoints."""

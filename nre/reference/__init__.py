@@ -1,0 +1,1 @@
+"""Committed reference results: the regression check and run comparison."""

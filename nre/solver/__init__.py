@@ -1,0 +1,1 @@
+"""The NRE solvers: MSAC initialisation, GNC/IRLS refinement, the NRE estimators."""

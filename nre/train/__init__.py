@@ -1,0 +1,1 @@
+"""Feature learning with the NRE loss (Eq. 10) and temperature calibration."""
