@@ -1,21 +1,21 @@
 # The NRE benchmark workflow: scenes -> pairs -> maps -> estimates -> evaluate -> select -> tables, figures, report.
-# Rules are thin: each calls one `nre` subcommand. Resources live in workflow/profiles/, never in the config (the
-# GPU request follows the feature backend: resource gpu in the rules, nre.features.backend_uses_gpu).
+# Rules only wire: each calls one `nre` subcommand with what the job plan (nre.workflow.plan) gives it. Resources
+# live in workflow/profiles/, never in the config (the GPU request follows the feature backend: resource gpu).
 from nre.features import backend_uses_gpu  # which feature backends get a GPU on a cluster (resource gpu)
+from nre.workflow.plan import workflow_plan
 
 
-# config/config.yaml unless --configfile is given: a CLI config file replaces it (no key-by-key merge, so a
-# smaller config's estimator list is not extended by the default's).
+# config/config.yaml unless --configfile is given. Several files layer in order (`--configfile config/config.yaml
+# my.yaml`: my.yaml's keys override, its estimators join the default's).
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 
 
-# The config is checked before any rule is built (dry runs included): schema, names, backends and their checkpoint
-# files, estimators' classes / options / grids. A problem stops here with one line naming the file and key.
-from nre.workflow.config import check_workflow_config
-
-check_workflow_config(workflow, config, "workflow/schemas/config.schema.yaml")
+# Checked before any rule is built (dry runs included): duplicate YAML keys, schema, data sources, backends and
+# their checkpoint files, estimators' classes / presets / options / grids; one line naming the file and key. The
+# schema's defaults are filled in here, and the plan decides every job.
+PLAN = workflow_plan(workflow, config)
 
 
 onstart:
@@ -40,4 +40,4 @@ rule all:
     input:
         f"{EVAL}/table1_paper.md",
         f"{OUT}/report.html",
-        f"{OUT}/regress.txt" if config.get("regress", False) else [],
+        f"{OUT}/regress.txt" if config["regress"] else [],

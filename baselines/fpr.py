@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from nre.estimators.base import Estimator
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
 from nre.geometry import Camera, Pose, R_to_quat_wxyz, img_to_map
 
 LOSSES = ("cauchy", "geman_mcclure", "huber")
@@ -155,8 +155,10 @@ class FeaturemetricRefinement(Estimator):
     """FPR (Eq. 12): featuremetric refinement, coarse then fine, from an LO-RANSAC start."""
 
     name = "fpr"
+    label = "FPR (Eq. 12)"
     grid = {"loss": list(LOSSES), "scale": [0.1, 0.2, 0.4, 0.8]}
     default_params = {"loss": "cauchy", "scale": 0.2}
+    units = {"scale": "descriptor distance"}
     defaults = {"levels": ["coarse", "fine"], "iterations": 50, "ftol": 1e-6, "init_threshold": 8.0}
     needs = frozenset({"matches", "features"})
 
@@ -164,11 +166,11 @@ class FeaturemetricRefinement(Estimator):
         from nre.estimators.registry import get
 
         if problem.features is None:
-            return [[EstimateResult.failure("FPR needs descriptors (features access)")] for _ in settings]
+            return [[Result.failure("FPR needs descriptors (features access)")] for _ in settings]
         t0 = time.perf_counter()
         [[start]] = get("lo_ransac_poselib")().run(problem, [{"threshold": self.options["init_threshold"]}])
         if not start.success:
-            return [[EstimateResult.failure(f"initialisation failed: {start.failure_reason}")] for _ in settings]
+            return [[Result.failure(f"initialisation failed: {start.failure_reason}")] for _ in settings]
         feats = problem.features
         levels = []
         for lv in self.options["levels"]:
@@ -211,10 +213,6 @@ class FeaturemetricRefinement(Estimator):
                 "setup_s": t_setup,
             }
             out.append(
-                [
-                    EstimateResult(
-                        True, pose, t_setup + time.perf_counter() - t1, inliers=start.inliers, diagnostics=diag
-                    )
-                ]
+                [Result(pose, runtime_s=t_setup + time.perf_counter() - t1, inliers=start.inliers, diagnostics=diag)]
             )
         return out

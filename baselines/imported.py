@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from nre.estimators.base import Estimator
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
 from nre.geometry import Pose
 
 COLUMNS = ["pair_id", "qw", "qx", "qy", "qz", "tx", "ty", "tz"]
@@ -42,20 +42,21 @@ class Imported(Estimator):
     """Poses computed elsewhere (option ``csv``: pair_id, qw, qx, qy, qz, tx, ty, tz world-to-camera[, runtime_s])."""
 
     name = "imported"
+    label = "Imported poses"
     grid = {}
     defaults = {"csv": ""}
     needs = frozenset()
 
     def estimate_many(self, problem, settings):
         if not self.options["csv"]:
-            return [[EstimateResult.failure("imported: no csv option given")] for _ in settings]
+            return [[Result.failure("imported: no csv option given")] for _ in settings]
         df = _load(str(self.options["csv"]))
         if str(problem.pair_id) not in df.index:
-            return [[EstimateResult.failure("no imported pose for this pair")] for _ in settings]
+            return [[Result.failure("no imported pose for this pair")] for _ in settings]
         r = df.loc[str(problem.pair_id)]
         q = np.array([r["qw"], r["qx"], r["qy"], r["qz"]], dtype=float)
         t = np.array([r["tx"], r["ty"], r["tz"]], dtype=float)
         if not (np.isfinite(q).all() and np.isfinite(t).all()) or np.linalg.norm(q) < 1e-9:
-            return [[EstimateResult.failure("imported pose is NaN or invalid")] for _ in settings]
+            return [[Result.failure("imported pose is NaN or invalid")] for _ in settings]
         rt = float(r["runtime_s"]) if "runtime_s" in df.columns else float("nan")
-        return [[EstimateResult(True, Pose.from_qt(q, t), rt)] for _ in settings]
+        return [[Result(Pose.from_qt(q, t), runtime_s=rt)] for _ in settings]

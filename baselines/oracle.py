@@ -12,9 +12,8 @@ import time
 
 import numpy as np
 
-from baselines.re_ransac import pinhole_observations, poselib_camera
 from nre.estimators.base import Estimator
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
 from nre.geometry import Pose
 
 
@@ -22,7 +21,9 @@ class Oracle(Estimator):
     """PnP (poselib, no outliers) on the true inlier matches: argmax within ``radius`` px of the true reprojection."""
 
     name = "oracle"
+    label = "Oracle (PnP on true inliers)"
     grid = {"radius": [4]}
+    units = {"radius": "px"}
     defaults = {"min_matches": 4}
     needs = frozenset({"matches"})
 
@@ -30,8 +31,8 @@ class Oracle(Estimator):
         import poselib
 
         if problem.gt_pose is None or problem.matches is None:
-            return [[EstimateResult.failure("oracle needs the ground-truth pose and the matches")] for _ in settings]
-        uv, X, idx = pinhole_observations(problem)  # finite matches, undistorted once
+            return [[Result.failure("oracle needs the ground-truth pose and the matches")] for _ in settings]
+        uv, X, idx = problem.observations()  # finite matches, undistorted once
         uv_gt, valid = problem.camera.project(problem.points3d[idx], problem.gt_pose)
         err = np.linalg.norm(problem.matches.xy[idx] - uv_gt, axis=1)  # in the original (distorted) image
         err[~valid] = np.inf
@@ -43,9 +44,10 @@ class Oracle(Estimator):
             k = int(inl.sum())
             diag = {"inlier_ratio": k / n_all, "radius": float(s["radius"])}
             if k < max(4, int(self.options["min_matches"])):
-                out.append([EstimateResult.failure(f"only {k} true inliers", 0.0, inliers=k, diagnostics=diag)])
+                out.append([Result.failure(f"only {k} true inliers", 0.0, inliers=k, diagnostics=diag)])
                 continue
             ransac = {"max_reproj_error": 1e9, "min_iterations": 50, "max_iterations": 50, "seed": 0}  # L2: no outliers
-            pose, _ = poselib.estimate_absolute_pose(uv[inl], X[inl], poselib_camera(problem.camera), ransac, {})
-            out.append([EstimateResult(True, Pose(pose.R, pose.t), time.perf_counter() - t0, k, diagnostics=diag)])
+            cam = problem.camera.undistorted().to_dict()
+            pose, _ = poselib.estimate_absolute_pose(uv[inl], X[inl], cam, ransac, {})
+            out.append([Result(Pose(pose.R, pose.t), runtime_s=time.perf_counter() - t0, inliers=k, diagnostics=diag)])
         return out

@@ -32,29 +32,16 @@ import cv2
 import numpy as np
 
 from nre.estimators.base import Estimator
-from nre.estimators.problem import EstimateResult, Problem
+from nre.estimators.problem import Result
 from nre.geometry import Pose
 from nre.seeding import derive_seed
 
 THRESHOLDS_PX = [1, 2, 4, 6, 8, 12, 16, 24]
 
 
-def pinhole_observations(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(undistorted pixels (M, 2), 3D points (M, 3), index into the problem's points) of the finite matches."""
-    xy = problem.matches.xy
-    ok = np.isfinite(xy).all(1) & np.isfinite(problem.points3d).all(1)
-    idx = np.flatnonzero(ok)
-    cam = problem.camera
-    if cam.has_distortion:
-        n = cam.undistort_points(xy[idx])
-        uv = np.c_[cam.fx * n[:, 0] + cam.cx, cam.fy * n[:, 1] + cam.cy]
-    else:
-        uv = xy[idx].astype(np.float64)
-    return uv, problem.points3d[idx].astype(np.float64), idx
-
-
 class _Ransac(Estimator):
     grid = {"threshold": THRESHOLDS_PX}
+    units = {"threshold": "px"}
     default_params = {"threshold": 8}
     defaults = {
         "max_iterations": 10000,
@@ -67,35 +54,28 @@ class _Ransac(Estimator):
     library = ""
     needs = frozenset({"matches"})
 
-    def estimate_many(self, problem, settings):
+    def estimate(self, problem, setting):
         if problem.matches is None:
-            return [[EstimateResult.failure("no matches")] for _ in settings]
-        uv, X, idx = pinhole_observations(problem)
+            return Result.failure("no matches")
+        uv, X, idx = problem.observations()
         if self.options.get("prosac"):  # PROSAC samples the best-scored matches first: order by decreasing score
             order = np.argsort(-np.nan_to_num(problem.matches.score[idx], nan=-np.inf), kind="stable")
             uv, X = uv[order], X[order]
-        out = []
-        for s in settings:
-            t0 = time.perf_counter()
-            if len(uv) < 4:
-                out.append([EstimateResult.failure(f"only {len(uv)} matches", time.perf_counter() - t0)])
-                continue
-            try:
-                pose, inl, diag = self._solve(problem, uv, X, float(s["threshold"]))
-            except Exception as e:  # library errors are recorded
-                out.append([EstimateResult.failure(f"{type(e).__name__}: {e}", time.perf_counter() - t0)])
-                continue
-            dt = time.perf_counter() - t0
-            if pose is None or not (np.isfinite(pose.R).all() and np.isfinite(pose.t).all()):
-                out.append([EstimateResult.failure("no pose returned", dt, inliers=inl, diagnostics=diag)])
-                continue
-            low = inl is not None and inl < self.options["min_inliers"]
-            diag = {**self._budget(), **diag, "low_support": bool(low), "n_matches": len(uv)}
-            if low and self.options["fail_on_low_support"]:
-                out.append([EstimateResult.failure(f"low support ({inl} inliers)", dt, inliers=inl, diagnostics=diag)])
-            else:
-                out.append([EstimateResult(True, pose, dt, inliers=inl, diagnostics=diag)])
-        return out
+        t0 = time.perf_counter()
+        if len(uv) < 4:
+            return Result.failure(f"only {len(uv)} matches", time.perf_counter() - t0)
+        try:
+            pose, inl, diag = self._solve(problem, uv, X, float(setting["threshold"]))
+        except Exception as e:  # library errors are recorded
+            return Result.failure(f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        if pose is None or not (np.isfinite(pose.R).all() and np.isfinite(pose.t).all()):
+            return Result.failure("no pose returned", dt, inliers=inl, diagnostics=diag)
+        low = inl is not None and inl < self.options["min_inliers"]
+        diag = {**self._budget(), **diag, "low_support": bool(low), "n_matches": len(uv)}
+        if low and self.options["fail_on_low_support"]:
+            return Result.failure(f"low support ({inl} inliers)", dt, inliers=inl, diagnostics=diag)
+        return Result(pose, runtime_s=dt, inliers=inl, diagnostics=diag)
 
     def _budget(self) -> dict:
         """The RANSAC budget this library actually ran with (recorded with every result)."""
@@ -112,16 +92,12 @@ class _Ransac(Estimator):
         raise NotImplementedError
 
 
-def poselib_camera(cam) -> dict:
-    """The pinhole camera (original focal length) of the undistorted observations, as a poselib camera dict."""
-    return {"model": "PINHOLE", "width": cam.width, "height": cam.height, "params": [cam.fx, cam.fy, cam.cx, cam.cy]}
-
-
 class LoRansacPoselib(_Ransac):
     """LO-RANSAC of poselib (P3P, local optimisation, then bundle refinement on the inliers). Option ``prosac``:
     progressive sampling of the matches in decreasing argmax score (off by default, as in the paper)."""
 
     name = "lo_ransac_poselib"
+    label = "LO-RANSAC (poselib)"
     library = "poselib"
     defaults = {**_Ransac.defaults, "prosac": False}
 
@@ -137,7 +113,7 @@ class LoRansacPoselib(_Ransac):
             "seed": derive_seed(problem.seed, self.name) % 2**31,
             "progressive_sampling": bool(self.options["prosac"]),
         }
-        pose, info = poselib.estimate_absolute_pose(uv, X, poselib_camera(problem.camera), ransac, {})
+        pose, info = poselib.estimate_absolute_pose(uv, X, problem.camera.undistorted().to_dict(), ransac, {})
         return Pose(pose.R, pose.t), int(info["num_inliers"]), {"iterations": int(info.get("iterations", -1))}
 
 
@@ -145,15 +121,13 @@ class LoRansacPycolmap(_Ransac):
     """COLMAP's LO-RANSAC (P3P) and its non-linear refinement on the inliers."""
 
     name = "lo_ransac_pycolmap"
+    label = "LO-RANSAC (COLMAP)"
     library = "pycolmap"
 
     def _solve(self, problem, uv, X, threshold):
         import pycolmap
 
-        from nre.geometry import Camera
-
-        c = problem.camera
-        cam = Camera("PINHOLE", c.width, c.height, [c.fx, c.fy, c.cx, c.cy]).to_pycolmap()
+        cam = problem.camera.undistorted().to_pycolmap()
         est = pycolmap.AbsolutePoseEstimationOptions()
         est.ransac.max_error = threshold
         est.ransac.max_num_trials = int(self.options["max_iterations"])
@@ -198,6 +172,7 @@ class LoRansacOpenCV(_OpenCvUsac):
     """LO-RANSAC through OpenCV's solvePnPRansac with USAC_DEFAULT."""
 
     name = "lo_ransac_opencv"
+    label = "LO-RANSAC (OpenCV)"
     flag = cv2.USAC_DEFAULT
 
 
@@ -205,6 +180,7 @@ class GcRansac(_OpenCvUsac):
     """GC-RANSAC through OpenCV's USAC_ACCURATE (seeded, yet not bit-reproducible across identical calls)."""
 
     name = "gc_ransac"
+    label = "GC-RANSAC (OpenCV)"
     flag = cv2.USAC_ACCURATE
 
 
@@ -213,36 +189,8 @@ class MagsacPP(_OpenCvUsac):
     returned inliers (on which the final pose is polished), it is not a cut-off during the search."""
 
     name = "magsac_pp"
+    label = "MAGSAC++ (OpenCV)"
     flag = cv2.USAC_MAGSAC
 
     def _budget(self) -> dict:
         return {**super()._budget(), "threshold_role": "max noise scale and returned inliers (not a search cut-off)"}
-
-
-def synthetic_problem(
-    seed: int, n: int = 500, outliers: float = 0.5, noise: float = 1.0, distortion: bool = False
-) -> tuple[Problem, float]:
-    """A matches-only problem with a known pose, for tests and benchmarks: ``n`` points at depths 5-15 seen by a
-    640 x 480 camera (OPENCV model with distortion if asked), observations with Gaussian ``noise`` px, a fraction
-    ``outliers`` replaced by uniform pixels. Returns (problem, median depth)."""
-    from nre.estimators.problem import Matches
-    from nre.geometry import Camera, so3_exp
-
-    rng = np.random.default_rng(seed)
-    W, H = 640, 480
-    if distortion:
-        cam = Camera("OPENCV", W, H, [500, 500, 319.5, 239.5, -0.1, 0.02, 0.001, -0.001])
-    else:
-        cam = Camera("PINHOLE", W, H, [500, 500, 319.5, 239.5])
-    pose = Pose(so3_exp(rng.normal(0, 0.3, 3)), rng.normal(0, 1, 3))
-    xy = np.c_[rng.uniform(0, W - 1, n), rng.uniform(0, H - 1, n)]
-    depth = rng.uniform(5, 15, n)
-    nrm = cam.undistort_points(xy)
-    X = pose.inverse().transform(np.c_[nrm * depth[:, None], depth])
-    obs = xy + rng.normal(0, noise, (n, 2))
-    out = rng.random(n) < outliers
-    obs[out] = np.c_[rng.uniform(0, W - 1, out.sum()), rng.uniform(0, H - 1, out.sum())]
-    score = np.where(out, rng.uniform(0.01, 0.5, n), rng.uniform(0.2, 1.0, n))
-    problem = Problem(f"syn{seed}", X, cam, seed, gt_pose=pose, matches=Matches(obs, score, None))
-    problem.extras["outlier_mask"] = out
-    return problem, float(np.median(depth))

@@ -2,7 +2,7 @@
 as a ratio to poselib's LO-RANSAC on the same argmax matches.
 
 Two inputs:
-- ``--synthetic N``: N synthetic matches-only problems (``baselines.re_ransac.synthetic_problem``: 1000 matches, 50%
+- ``--synthetic N``: N synthetic matches-only problems (``nre.estimators.testing.matches_problem``: 1000 matches, 50%
   outliers, 1 px noise by default); only the estimators that need nothing but matches run (RE baselines, Eq. 11,
   oracle). Also prints the median rotation error at the default setting.
 - ``ROOT``: pairs of a data root (e.g. the embedded default's), maps computed in-process with dsift; every estimator.
@@ -25,7 +25,7 @@ from nre.seeding import derive_seed
 
 
 def _problems_synthetic(args):
-    from baselines.re_ransac import synthetic_problem
+    from nre.estimators.testing import matches_problem as synthetic_problem
 
     for i in range(args.synthetic):
         prob, _ = synthetic_problem(1000 + i, n=args.n_points, outliers=args.outliers, noise=1.0)

@@ -19,7 +19,8 @@ from nre.geometry.p3p import bearings_from_pixels, p3p_batch, p3p_poselib
 from nre.maps.dense import dense_maps
 from nre.solver.gnc import Terms, refine
 from nre.solver.msac import DenseTableScorer, msac, sampling_weights
-from nre.solver.nre import NreOptions, map_minima, nre_coarse_to_fine
+from nre.solver.nre import map_minima, nre_coarse_to_fine
+from nre.solver.options import NreOptions
 
 
 def best_of(fn, repeats):

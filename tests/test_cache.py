@@ -141,7 +141,7 @@ def test_cache_size_at_1000_points_on_640x480(pair, backend, tmp_path):
         pair.target_pose,
     )
     arrays = cache.compute_pair_cache(p2, backend, 1000, 0)
-    assert tuple(arrays["coarse_shape"]) == (30, 40) and tuple(arrays["dense_shape"]) == (120, 160)
+    assert tuple(arrays["coarse_shape"]) == (60, 80) and tuple(arrays["dense_shape"]) == (120, 160)  # strides 8, 4
     size = cache.save(tmp_path / "big.npz", arrays).stat().st_size
     assert size < 2e6, size
 
@@ -247,21 +247,21 @@ def test_shared_level_backends_extract_every_level_at_once(pair):
 def test_a_coarse_stride_change_is_another_cache(pair, backend, arrays, tmp_path):
     """The coarse stride changes the cached coarse maps: the cache records it (backend options) and a backend with
     another stride refuses it (``nre maps`` recomputes it: ``is_current`` is False), naming the option."""
-    p = cache.save(tmp_path / "s16.npz", arrays)
+    p = cache.save(tmp_path / "s8.npz", arrays)
     capped = pair.capped(400, 3)
-    s8 = get_backend("dsift", coarse_stride=8)
-    assert json.loads(str(arrays["backend_options"]))["strides"]["coarse"] == 16
-    assert not cache.is_current(p, pair.pair_id, s8, 400, 3)
-    with pytest.raises(cache.CacheError, match=r"strides: \{'coarse': 16, 'fine': 4\} \(cache\) vs \{'coarse': 8"):
-        cache.load_problem(capped, p, 0, s8)
-    a8 = cache.compute_pair_cache(pair, s8, 400, 3, matches=False)
+    s16 = get_backend("dsift", coarse_stride=16)
+    assert json.loads(str(arrays["backend_options"]))["strides"]["coarse"] == 8
+    assert not cache.is_current(p, pair.pair_id, s16, 400, 3)
+    with pytest.raises(cache.CacheError, match=r"strides: \{'coarse': 8, 'fine': 4\} \(cache\) vs \{'coarse': 16"):
+        cache.load_problem(capped, p, 0, s16)
+    a16 = cache.compute_pair_cache(pair, s16, 400, 3, matches=False)
     W, H = pair.target_camera.size
-    assert tuple(a8["coarse_shape"]) == (round(H / 8), round(W / 8))
-    assert tuple(arrays["coarse_shape"]) == (round(H / 16), round(W / 16))
-    p8 = cache.save(tmp_path / "s8.npz", a8)
-    assert cache.is_current(p8, pair.pair_id, s8, 400, 3, matches=False)
-    assert not cache.is_current(p8, pair.pair_id, backend, 400, 3, matches=False)
-    assert cache.load_problem(capped, p8, 0, s8).coarse_maps.shape == tuple(a8["coarse_shape"])
+    assert tuple(a16["coarse_shape"]) == (round(H / 16), round(W / 16))
+    assert tuple(arrays["coarse_shape"]) == (round(H / 8), round(W / 8))
+    p16 = cache.save(tmp_path / "s16.npz", a16)
+    assert cache.is_current(p16, pair.pair_id, s16, 400, 3, matches=False)
+    assert not cache.is_current(p16, pair.pair_id, backend, 400, 3, matches=False)
+    assert cache.load_problem(capped, p16, 0, s16).coarse_maps.shape == tuple(a16["coarse_shape"])
 
 
 def test_coarse_only_cache(pair, backend, arrays, tmp_path):

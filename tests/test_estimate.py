@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines.re_ransac import synthetic_problem
 from nre.cli import main
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
 from nre.estimators.rows import COLUMNS, read, rows_from_results, write
+from nre.estimators.testing import matches_problem as synthetic_problem
 from nre.seeding import derive_seed
 
 PAIRS = ["sA_p0", "sA_p1", "sB_bad", "sB_nocache", "sB_p4"]
@@ -122,7 +122,7 @@ def test_estimator_exception_and_label(mocked, tmp_path, monkeypatch):
     (pkg / "toy.py").write_text(
         textwrap.dedent("""
         from nre.estimators.base import Estimator
-        from nre.estimators.problem import EstimateResult
+        from nre.estimators.problem import Result
 
         class Toy(Estimator):
             name = "toy"
@@ -132,7 +132,7 @@ def test_estimator_exception_and_label(mocked, tmp_path, monkeypatch):
             def estimate_many(self, problem, settings):
                 if problem.pair_id == "sA_p1":
                     raise FloatingPointError("diverged")
-                return [[EstimateResult(True, problem.gt_pose, 0.1, stage=s) for s in self.stages] for _ in settings]
+                return [[Result(problem.gt_pose, runtime_s=0.1, stage=s) for s in self.stages] for _ in settings]
         """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -193,8 +193,8 @@ def test_rows_from_results_schema(tmp_path):
     prob, _ = synthetic_problem(0, n=20)
     settings = [{"b": 2, "a": 1}, {"b": 3, "a": 1}]
     results = [
-        [EstimateResult(True, prob.gt_pose, 0.5, 12, diagnostics={"low_support": True, "x": np.float32(np.nan)})],
-        [EstimateResult.failure("NaN pose", 0.1, diagnostics={"nested": {"v": np.arange(2), "f": np.inf}})],
+        [Result(prob.gt_pose, runtime_s=0.5, inliers=12, diagnostics={"low_support": True, "x": np.float32(np.nan)})],
+        [Result.failure("NaN pose", 0.1, diagnostics={"nested": {"v": np.arange(2), "f": np.inf}})],
     ]
     row = pd.Series({"pair_id": "p", "scene": "s", "category": "hard", "split": "tuning", "extra": 1})
     rows = rows_from_results(prob, row, "est", settings, results, {"numpy": "2"}, "dsift")

@@ -12,7 +12,8 @@ from nre.estimators.testing import SyntheticFeatures, make_problem
 from nre.geometry import img_to_map, pose_error
 from nre.maps.dense import dense_maps, log_omega
 from nre.maps.local import local_fine_maps
-from nre.solver.nre import NreOptions, nre_coarse_to_fine, nre_single_level, re_gaussian
+from nre.solver.nre import nre_coarse_to_fine, nre_single_level, re_gaussian
+from nre.solver.options import NreOptions
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +200,10 @@ def _real_like_matches(seed: int, W: int = 1600, H: int = 1063, n: int = 1000):
 
 
 def test_re_gauss_msac_holds_at_real_resolution():
-    """Issue 15: on real 1600 px images Eq. 11 failed (149 deg) where LO-RANSAC did not. Its MSAC ranked P3P
-    hypotheses by Eq. 6 on one-hot maps, a kernel of one dense cell (4 px) whatever sigma: a pose from three 3 px
-    matches is off by more than a cell over most of a 1600 px image, so near-correct hypotheses scored like random
-    ones and precise matches of repeated structure won. Ranking by Eq. 11 at sigma (pixels) holds at every
-    resolution; the one-hot ranking fails more the larger the image (same scene, same angular noise)."""
+    """Ranking P3P hypotheses by Eq. 6 on one-hot maps is a kernel of one dense cell (4 px) whatever sigma: a pose
+    from three 3 px matches is off by more than a cell over most of a 1600 px image, so near-correct hypotheses
+    score like random ones and precise matches of repeated structure win. Ranking by Eq. 11 at sigma (pixels, the
+    default) holds at every resolution; the one-hot ranking (preset paper) fails more the larger the image."""
     opts = NreOptions()  # the default 5000 MSAC iterations
     new, old = {}, {}
     for W, H in ((1600, 1063), (640, 425)):
@@ -220,8 +220,7 @@ def test_re_gauss_msac_holds_at_real_resolution():
         )
     assert new == {1600: 0, 640: 0}, new
     assert old[1600] >= 3 and old[1600] > old[640], old  # the former initialisation, for the record
-    reg = registry.get("re_gauss")()
-    # the code default is the paper's formulation; every shipped config sets the fix (test_config_check)
-    assert reg.options["init"] == "one_hot" and reg.options["schedule"] == "scaled"
+    assert registry.get("re_gauss")().options.items() >= {"init": "gaussian", "schedule": "single"}.items()
+    assert registry.get("re_gauss")(preset="paper").options.items() >= {"init": "one_hot", "schedule": "scaled"}.items()
     with pytest.raises(ValueError, match="init must be"):
         re_gaussian(problems[0], [5.0], opts, init="argmax")

@@ -27,7 +27,7 @@ TOY = '''
 import ctypes, multiprocessing, os, signal, time
 from pathlib import Path
 from nre.estimators.base import Estimator
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
 
 
 class Toy(Estimator):
@@ -44,7 +44,7 @@ class Toy(Estimator):
                 f.write(problem.pair_id + "\\n")
         mode = self.options["mode"] if pairs.index(problem.pair_id) == self.options["target"] else "ok"
         if mode == "drop":  # stage b never reported
-            return [[EstimateResult(True, problem.gt_pose, 0.0, stage="a")] for _ in settings]
+            return [[Result(problem.gt_pose, runtime_s=0.0, stage="a")] for _ in settings]
         if mode == "systemexit":
             raise SystemExit(3)
         if mode == "exit":
@@ -58,7 +58,7 @@ class Toy(Estimator):
             worker = multiprocessing.current_process().name == "nre-worker"
             os.kill(os.getppid() if worker else os.getpid(), signal.SIGKILL)
             time.sleep(30)
-        return [[EstimateResult(True, problem.gt_pose, 0.0, stage=s) for s in self.stages] for _ in settings]
+        return [[Result(problem.gt_pose, runtime_s=0.0, stage=s) for s in self.stages] for _ in settings]
 '''
 
 

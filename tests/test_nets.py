@@ -91,8 +91,8 @@ def test_s2dnet_hypercolumn_strides_and_rectification():
 def test_backends_levels_scales_and_options():
     img = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
     b = get_backend("nre_compact", coarse_weights=None, fine_weights=None, random_init=True)
-    f = b.extract(img)
-    assert f["coarse"].desc.shape == (128, 6, 8) and np.allclose(f["coarse"].scale, 1 / 16)
+    f = b.extract(img)  # the default coarse level: the stride-16 network on the 2x image
+    assert f["coarse"].desc.shape == (128, 12, 16) and np.allclose(f["coarse"].scale, 1 / 8)
     assert f["fine"].desc.shape == (64, 48, 64) and np.allclose(f["fine"].scale, 1 / 2)
     assert b.temperature == 1.0 and "sha256" in b.options()
     s = get_backend("s2dnet", random_init=True, fine_layer="conv3_3").extract(img)
@@ -106,11 +106,12 @@ def test_backends_levels_scales_and_options():
 def test_coarse_stride_8_from_a_stride_16_network():
     """``coarse_stride=8``: "features" mode = the stride-16 descriptor map sampled bilinearly at the pixel centre of
     every cell of the stride-8 grid (the one image <-> map transform); "image" mode = the network on the image
-    upsampled 2x. The option is part of the cache identity only when it is not the architecture's stride."""
+    upsampled 2x (the default). The option is part of the cache identity only when it is not the architecture's
+    stride."""
     img = (np.random.default_rng(2).random((96, 128, 3)) * 255).astype(np.uint8)
     kw = {"coarse_weights": None, "fine_weights": None, "random_init": True}
-    b16 = get_backend("nre_compact", **kw)
-    b8 = get_backend("nre_compact", coarse_stride=8, **kw)
+    b16 = get_backend("nre_compact", coarse_stride=16, **kw)
+    b8 = get_backend("nre_compact", coarse_stride=8, coarse_stride_mode="features", **kw)
     f16, f8 = b16.extract(img, ("coarse",))["coarse"], b8.extract(img, ("coarse",))["coarse"]
     assert f8.desc.shape == (128, 12, 16) and np.allclose(f8.scale, 1 / 8)
     ys, xs = np.mgrid[0:12, 0:16]

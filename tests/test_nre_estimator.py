@@ -8,7 +8,8 @@ from nre.estimators.testing import make_problem
 from nre.geometry import Camera, Pose, pose_error
 from nre.solver.gnc import Terms, refine
 from nre.solver.msac import DenseTableScorer, msac, sampling_weights
-from nre.solver.nre import NreOptions, map_minima, nre_coarse_to_fine, re_gaussian
+from nre.solver.nre import map_minima, nre_coarse_to_fine, re_gaussian
+from nre.solver.options import NreOptions
 
 
 def _problem(P, seed):
@@ -133,7 +134,7 @@ def test_msac_sampling_weights_prefer_low_entropy_best_maps():
 def test_local_windows_are_centred_on_the_reprojection():
     """The reference's local maps came back shifted by half a window: ours must be centred where they should."""
     from nre.geometry import img_to_map
-    from nre.solver.nre import descriptor_window_logprob, local_fine_maps, local_windows
+    from nre.maps.local import descriptor_window_logprob, local_fine_maps, local_windows
 
     P = make_problem(5, n=200, outlier_ratio=0.0)
     x0, y0, valid = local_windows(P.pose, P.points3d, P.camera, P.fine_scale, P.fine_shape, 16, 8.0)

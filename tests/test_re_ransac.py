@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines.re_ransac import THRESHOLDS_PX, pinhole_observations, synthetic_problem
+from baselines.re_ransac import THRESHOLDS_PX
 from nre.estimators import registry
 from nre.estimators.problem import Matches
+from nre.estimators.testing import matches_problem as synthetic_problem
 from nre.geometry import R_to_quat_wxyz, pose_error
 
 RE = ["lo_ransac_poselib", "lo_ransac_pycolmap", "lo_ransac_opencv", "gc_ransac", "magsac_pp"]
@@ -33,10 +34,10 @@ def test_accuracy_at_1px_noise(problems, name, outliers):
 
 def test_distortion_is_handled_once_for_all():
     prob, depth = synthetic_problem(2, outliers=0.3, distortion=True)
-    uv, X, idx = pinhole_observations(prob)
+    uv, X, idx = prob.observations()
     # the undistorted observations are pinhole projections with the original focal length: exact at zero noise
     clean, _ = synthetic_problem(2, outliers=0.0, noise=0.0, distortion=True)
-    uvc, Xc, _ = pinhole_observations(clean)
+    uvc, Xc, _ = clean.observations()
     Xcam = clean.gt_pose.transform(Xc)
     c = clean.camera
     pin = np.c_[c.fx * Xcam[:, 0] / Xcam[:, 2] + c.cx, c.fy * Xcam[:, 1] / Xcam[:, 2] + c.cy]

@@ -129,30 +129,29 @@ def _single_scene_config(tmp_path, name, **pairs):
     return str(path)
 
 
-def test_tuning_source_check():
-    """The workflow's parse-time check: a config whose tuning split has no source is an error naming the fix."""
-    from nre.workflow.tuning import check_tuning_source as check
+def test_tuning_source_check(tmp_path):
+    """The workflow's parse-time check: a config whose tuning split has no source is a problem naming the fix."""
+    from nre.workflow.config import data_problems
 
-    def cfg(pairs=None, **data):
-        return {"data": {"root": "R", "synth": None, **data}, "pairs": {"n_tuning": 5, **(pairs or {})}}
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    (listed / "scenes.yaml").write_text("splits: {tuning: [t]}\n")
 
-    with pytest.raises(ValueError, match="tuning_from: same_scene"):
-        check(cfg(), ["sc"], False)  # a single real scene, no tuning scenes
-    check(cfg(), ["sc"], True)  # ROOT/scenes.yaml names them
-    check(cfg(synth={"preset": "quick"}), None, False)  # generated scenes write scenes.yaml
-    check(cfg({"n_tuning": 0}), ["sc"], False)  # no tuning split: fair protocol n/a, allowed
-    check(cfg({"tuning_from": "same_scene"}), ["sc"], False)
-    check(cfg(tuning_scenes=["b"]), ["a"], False)
-    with pytest.raises(ValueError, match="overlap"):
-        check(cfg(tuning_scenes=["a"]), ["a"], False)
-    with pytest.raises(ValueError, match="empty"):
-        check(cfg(tuning_scenes=[]), ["a"], False)
-    with pytest.raises(ValueError, match="remove data.tuning_scenes"):
-        check(cfg({"tuning_from": "same_scene"}, tuning_scenes=["b"]), ["a"], False)
-    with pytest.raises(ValueError, match="n_tuning: 0"):
-        check(cfg({"tuning_from": "same_scene", "n_tuning": 0}), ["a"], False)
-    with pytest.raises(ValueError, match="only applies"):
-        check(cfg({"tuning_fraction": 0.5}), ["a"], True)
+    def problems(pairs=None, root=tmp_path, **data):
+        cfg = {"data": {"root": str(root), "synth": None, **data}, "pairs": {"n_tuning": 5, **(pairs or {})}}
+        return " / ".join(p for _, p in data_problems(cfg))
+
+    assert "tuning_from: same_scene" in problems()  # a single real scene, no tuning scenes
+    assert problems(root=listed) == ""  # ROOT/scenes.yaml names them
+    assert problems(synth={"preset": "quick"}) == ""  # generated scenes write scenes.yaml
+    assert problems({"n_tuning": 0}) == ""  # no tuning split: fair protocol n/a, allowed
+    assert problems({"tuning_from": "same_scene"}) == ""
+    assert problems(tuning_scenes=["b"], test_scenes=["a"]) == ""
+    assert "also test scenes" in problems(tuning_scenes=["a"], test_scenes=["a"])
+    assert "empty" in problems(tuning_scenes=[])
+    assert "remove data.tuning_scenes" in problems({"tuning_from": "same_scene"}, tuning_scenes=["b"])
+    assert "no tuning pairs" in problems({"tuning_from": "same_scene", "n_tuning": 0})
+    assert "no such data folder" in problems(root=tmp_path / "missing")
 
 
 def test_single_scene_dry_runs(tmp_path):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import baselines
-from baselines.re_ransac import synthetic_problem
 from nre.estimators import registry
 from nre.estimators.base import Estimator
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
+from nre.estimators.testing import matches_problem as synthetic_problem
 from nre.geometry import Pose
 
 PAPER = {
@@ -30,7 +30,7 @@ PAPER = {
 
 TOY = """
 from nre.estimators.base import Estimator
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
 
 
 class {cls}(Estimator):
@@ -41,7 +41,7 @@ class {cls}(Estimator):
     def estimate_many(self, problem, settings):
         if problem.pair_id == "boom":
             raise RuntimeError("exploded")
-        return [[EstimateResult(True, problem.gt_pose, 0.0, inliers=s["k"])] for s in settings]
+        return [[Result(problem.gt_pose, runtime_s=0.0, inliers=s["k"])] for s in settings]
 """
 
 
@@ -129,16 +129,24 @@ class _E(Estimator):
         if self.behaviour == "raise":
             raise ValueError("bad input in toy.npz")
         if self.behaviour == "short":
-            return [[EstimateResult(True, problem.gt_pose, 0.0)]]
-        if self.behaviour == "flat":
-            return [EstimateResult(True, problem.gt_pose, 0.0) for _ in settings]
+            return [[Result(problem.gt_pose, runtime_s=0.0)]]
+        if self.behaviour == "flat":  # one Result per setting instead of a list: allowed
+            return [Result(problem.gt_pose, runtime_s=0.0) for _ in settings]
+        if self.behaviour == "not a result":
+            return [["pose"] for _ in settings]
         if self.behaviour == "nan":
-            return [[EstimateResult(True, Pose(np.eye(3), np.array([np.nan, 0, 0])), 0.0)] for _ in settings]
+            return [[Result(Pose(np.eye(3), np.array([np.nan, 0, 0])), runtime_s=0.0)] for _ in settings]
         if self.behaviour == "slow":
             import time
 
             time.sleep(0.05)
-        return [[EstimateResult(True, problem.gt_pose, 0.0)] for _ in settings]
+        return [[Result(problem.gt_pose, runtime_s=0.0)] for _ in settings]
+
+
+def test_one_result_per_setting_is_accepted():
+    prob, _ = synthetic_problem(0, n=10)
+    out = _E("flat").run(prob)
+    assert len(out) == 6 and all(len(r) == 1 and r[0].success for r in out)
 
 
 def test_settings_grid_and_options():
@@ -157,7 +165,7 @@ def test_settings_grid_and_options():
     [
         ("raise", "ValueError: bad input in toy.npz"),
         ("short", "returned 1 result lists for 6 settings"),
-        ("flat", "a list of EstimateResult"),
+        ("not a result", "estimate must return a Result"),
         ("nan", "NaN pose"),
     ],
 )

@@ -197,7 +197,7 @@ def test_regress_command_catches_degraded_estimator_and_stale_reference(tmp_path
         == 0
     )
     prov = json.loads((ref / "provenance.json").read_text())
-    assert {"config_sha256", "pairs_sha256", "versions"} <= set(prov) and (ref / "rows.parquet").exists()
+    assert {"study_sha256", "pairs_sha256", "versions"} <= set(prov) and (ref / "rows.parquet").exists()
     base = ["regress", "--reference", str(ref), "--config", str(cfg), "--pairs", str(pairs)]
     assert main([*base, "--current", str(good), "--out", str(tmp_path / "v.txt")]) == 0
     assert (tmp_path / "v.txt").read_text().startswith("OK")
@@ -269,14 +269,15 @@ def test_committed_reference_is_not_stale(prov):
     """Every committed reference under results/ was made from its config as it is now, and its pair table is the
     one it was made on: editing config/<x>.yaml without updating results/<x> fails CI here (the quick reference is
     also recomputed and compared in test_workflow; the others are too long to rerun in CI)."""
-    from nre.reference.regress import file_hash
+    from nre.reference.regress import file_hash, study_hash
 
     d = json.loads(prov.read_text())
     cfg = REPO / d["config"]
     assert cfg.is_file(), f"{prov}: its config {d['config']} does not exist"
-    assert file_hash(cfg) == d["config_sha256"], (
-        f"stale reference: {prov.parent} was made from a different {d['config']}; rerun that config and update the "
-        "reference (README: updating the reference results)"
+    assert study_hash(cfg) == d["study_sha256"], (
+        f"stale reference: {prov.parent} was made from a different study than {d['config']} describes now (the "
+        "config or an estimator's code defaults changed); rerun that config and update the reference "
+        "(docs/reference-results.md)"
     )
     assert file_hash(prov.parent / "pairs.csv") == d["pairs_sha256"], f"{prov.parent}/pairs.csv is not its pair table"
 
@@ -293,7 +294,7 @@ def test_committed_reference_was_made_on_the_current_scene_generator(prov):
     assert d.get("synth_generator") == want, (
         f"stale reference: {prov.parent} was made on scenes of generator version {d.get('synth_generator')}, the "
         f"code generates version {want} (nre.data.synth.GENERATOR_VERSION); rerun {d['config']} and update it "
-        "(README: updating the reference results)"
+        "(docs/reference-results.md)"
     )
 
 

@@ -152,7 +152,7 @@ def test_fine_training_and_backend_reads_our_checkpoints(tmp_path):
     for lv in ("coarse", "fine"):
         T.train_level(lv, cfg, data, tmp_path)
     paths = T.export_weights(tmp_path, tmp_path / "weights")
-    b = NRECompactBackend(coarse_weights=paths[0], fine_weights=paths[1])
+    b = NRECompactBackend(coarse_weights=paths[0], fine_weights=paths[1], coarse_stride=16)
     f = b.extract(pairs[0].source)
     assert f["coarse"].desc.shape == (32, 6, 8) and f["fine"].desc.shape == (16, 48, 64)
     m = T.evaluate_backend(b, pairs, "fine", 32, 0, window=8)

@@ -45,7 +45,7 @@ def test_dry_run_megadepth_on_committed_scenes(tmp_path):
     out = (p.stdout + p.stderr).strip()
     assert p.returncode != 0 and "\n" not in out and "_weights: weights/coarse.pth: no such checkpoint file" in out
     for f in cfg["features"].values():  # the dry run only needs the files to be there
-        for k, v in f["options"].items():
+        for k, v in f.get("options", {}).items():
             f["options"][k] = str(tmp_path / Path(v).name)
             Path(f["options"][k]).touch()
     (tmp_path / "md.yaml").write_text(yaml.safe_dump(cfg))

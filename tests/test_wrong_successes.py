@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines.re_ransac import synthetic_problem
 from nre.cli import main
 from nre.data.images import encoded_problem, read_image, read_image_file
 from nre.data.pairdata import PairData
 from nre.estimators.base import Estimator, check_pose
-from nre.estimators.problem import EstimateResult
+from nre.estimators.problem import Result
+from nre.estimators.testing import matches_problem as synthetic_problem
 from nre.features import get_backend
 from nre.features.access import PairFeatures
 from nre.features.base import enable_memo
@@ -154,7 +154,7 @@ class _Fixed(Estimator):
         self.make = make
 
     def estimate_many(self, problem, settings):
-        return [[EstimateResult(True, self.make(problem.gt_pose), 0.0)] for _ in settings]
+        return [[Result(self.make(problem.gt_pose), runtime_s=0.0)] for _ in settings]
 
 
 @pytest.mark.parametrize(

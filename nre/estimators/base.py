@@ -1,39 +1,64 @@
-"""The estimator interface. NRE and every baseline implement it; ``nre.estimators.registry`` finds them by name."""
+"""The estimator contract. The paper's estimators and every baseline implement it; ``nre.estimators.registry``
+finds them by ``name``.
+
+A plug-in subclasses ``Estimator``, sets ``name`` (the config key that selects it) and ``grid`` (the hyperparameters
+its sweep tries), and implements ``estimate(problem, setting) -> Result``. Everything else is optional:
+
+- ``label`` and ``units``: the display name and each hyperparameter's unit in tables and figures;
+- ``defaults``: fixed options (``self.options``), which a config entry may override; ``presets``: named option sets
+  a config selects with ``preset: NAME`` (e.g. the paper's literal settings);
+- ``needs``: what the problem must carry (``matches``, ``coarse_maps``, ``features``); ``stages``: the names of the
+  results of a multi-stage estimator, which then returns one ``Result`` per stage;
+- ``estimate_many(problem, settings)``: the whole sweep in one call, to share work between settings.
+"""
 
 from __future__ import annotations
 
 import itertools
 import time
 import traceback
-from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 
-from nre.estimators.problem import EstimateResult, Problem
+from nre.estimators.problem import Problem, Result
+
+COMMON_OPTIONS: dict[str, Any] = {"timeout_s": None}  # every estimator's: seconds for one pair's whole sweep
 
 
-class Estimator(ABC):
-    """A pose estimator with hyperparameters.
-
-    Subclasses set ``name``, ``grid`` (hyperparameter name -> default sweep values), ``defaults`` (fixed options) and
-    ``needs`` (subset of {"matches", "coarse_maps", "dense_maps", "features"}), and implement ``estimate_many``, which
-    takes the whole list of hyperparameter settings at once so that a sweep can share its set-up."""
+class Estimator:
+    """A pose estimator with hyperparameters (see the module docstring)."""
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
     grid: ClassVar[dict[str, list]] = {}
+    units: ClassVar[dict[str, str]] = {}
     defaults: ClassVar[dict[str, Any]] = {}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     needs: ClassVar[frozenset[str]] = frozenset({"matches"})
-    stages: ClassVar[tuple[str, ...] | None] = None  # estimators emitting several results per setting
+    stages: ClassVar[tuple[str, ...] | None] = None
     default_params: ClassVar[dict[str, Any]] = {}  # the single setting used outside sweeps (e.g. nre localize)
 
-    COMMON_OPTIONS: ClassVar[dict[str, Any]] = {"timeout_s": None}
+    COMMON_OPTIONS: ClassVar[dict[str, Any]] = COMMON_OPTIONS
 
-    def __init__(self, **options):
+    def __init__(self, preset: str | None = None, **options):
+        if preset is not None and preset not in self.presets:
+            known = ", ".join(sorted(self.presets)) or "none"
+            raise ValueError(f"estimator {self.name!r}: unknown preset {preset!r} (presets: {known})")
         unknown = set(options) - set(self.defaults) - set(self.grid) - set(self.COMMON_OPTIONS)
         if unknown:
             raise ValueError(f"estimator {self.name!r}: unknown options {sorted(unknown)}")
-        self.options = {**self.COMMON_OPTIONS, **self.defaults, **options}
+        self.preset = preset
+        self.options = {**self.COMMON_OPTIONS, **self.defaults, **self.presets.get(preset, {}), **options}
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.label or cls.name
+
+    @classmethod
+    def implemented(cls) -> bool:
+        """Whether the class implements the contract (``estimate`` or ``estimate_many``)."""
+        return cls.estimate is not Estimator.estimate or cls.estimate_many is not Estimator.estimate_many
 
     def settings(self, grid: dict[str, list] | None = None) -> list[dict[str, Any]]:
         """The cartesian product of a sweep grid (default: the estimator's own)."""
@@ -47,18 +72,32 @@ class Estimator(ABC):
         """``default_params`` where given, else the middle value of each grid."""
         return {k: self.default_params.get(k, v[len(v) // 2]) for k, v in sorted(self.grid.items())}
 
-    @abstractmethod
-    def estimate_many(self, problem: Problem, settings: list[dict[str, Any]]) -> list[list[EstimateResult]]:
-        """For each setting, the list of its results (one, or one per stage)."""
+    def estimate(self, problem: Problem, setting: dict[str, Any]) -> Result | list[Result]:
+        """The pose of ``problem``'s query at hyperparameters ``setting`` (one ``Result``; one per stage for a
+        multi-stage estimator)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither estimate nor estimate_many")
 
-    def run(self, problem: Problem, settings: list[dict[str, Any]] | None = None) -> list[list[EstimateResult]]:
+    def estimate_many(self, problem: Problem, settings: list[dict[str, Any]]) -> list[Result | list[Result]]:
+        """Every setting of a sweep: by default ``estimate`` once per setting, each timed on its own."""
+        out = []
+        for s in settings:
+            t0 = time.perf_counter()
+            res = self.estimate(problem, s)
+            dt = time.perf_counter() - t0
+            for r in res if isinstance(res, (list, tuple)) else [res]:
+                if isinstance(r, Result) and not np.isfinite(r.runtime_s):
+                    r.runtime_s = dt
+            out.append(res)
+        return out
+
+    def run(self, problem: Problem, settings: list[dict[str, Any]] | None = None) -> list[list[Result]]:
         """``estimate_many`` that never raises and always returns, per setting, one result per declared stage.
 
-        An exception (``SystemExit`` from a plugin too; ``KeyboardInterrupt`` is re-raised), a wrong number of result
-        lists or a soft time-out becomes a recorded failure for every setting and stage; a stage missing from a
-        setting's list becomes a failure ``missing stage result``; a success with a NaN pose, or whose rotation is not
-        orthonormal with det +1 (``check_pose``), a failure ``NaN pose`` / ``invalid rotation``. ``timeout_s`` is
-        also enforced as a real time-out by ``nre estimate``, whose worker process is killed when a call overruns it
+        An exception (``SystemExit`` from a plugin too; ``KeyboardInterrupt`` is re-raised), a wrong number of
+        results or a soft time-out becomes a recorded failure for every setting and stage; a stage missing from a
+        setting's results becomes a failure ``missing stage result``; a success with a NaN pose, or whose rotation is
+        not orthonormal with det +1 (``check_pose``), a failure ``NaN pose`` / ``invalid rotation``. ``timeout_s`` is
+        also enforced as a real time-out by the estimate job, whose worker process is killed when a call overruns it
         (``nre.estimators.worker``); here it is measured after the fact, for in-process callers."""
         settings = self.settings() if settings is None else settings
         stages = self.stages or (None,)
@@ -67,10 +106,11 @@ class Estimator(ABC):
             out = self.estimate_many(problem, settings)
             if len(out) != len(settings):
                 raise RuntimeError(f"returned {len(out)} result lists for {len(settings)} settings")
+            out = [list(res) if isinstance(res, (list, tuple)) else [res] for res in out]
             for res_list in out:
-                if not isinstance(res_list, (list, tuple)) or not all(isinstance(r, EstimateResult) for r in res_list):
-                    raise TypeError("estimate_many must return, per setting, a list of EstimateResult")
-            out = [complete_stages(list(res_list), stages) for res_list in out]
+                if not all(isinstance(r, Result) for r in res_list):
+                    raise TypeError("estimate must return a Result (or, per stage, a list of Result)")
+            out = [complete_stages(res_list, stages) for res_list in out]
             for res_list in out:  # a NaN pose or an invalid rotation is a failure, never a success
                 for r in res_list:
                     if r.success:
@@ -114,12 +154,12 @@ def failures(reason: str, n_settings: int, stages, runtime_s: float = float("nan
     """A failure ``reason`` for every setting and stage (the shape ``Estimator.run`` returns)."""
     stages = tuple(stages) if stages else (None,)
     return [
-        [EstimateResult.failure(reason, runtime_s, stage=s, diagnostics=dict(diagnostics or {})) for s in stages]
+        [Result.failure(reason, runtime_s, stage=s, diagnostics=dict(diagnostics or {})) for s in stages]
         for _ in range(n_settings)
     ]
 
 
-def complete_stages(res_list: list[EstimateResult], stages) -> list[EstimateResult]:
+def complete_stages(res_list: list[Result], stages) -> list[Result]:
     """One result per declared stage, in the declared order (``(None,)``: one stage-less result).
 
     A missing stage becomes a failure: ``missing stage result``, or the reason of a stage-less failure in the list
@@ -127,7 +167,7 @@ def complete_stages(res_list: list[EstimateResult], stages) -> list[EstimateResu
     count is kept in the first result's diagnostics, ``ignored_results``): the rows stay one per (setting, stage)."""
     stages = tuple(stages) if stages else (None,)
     if stages == (None,):
-        picked = res_list[:1] or [EstimateResult.failure("missing stage result")]
+        picked = res_list[:1] or [Result.failure("missing stage result")]
         extra = len(res_list) - 1
     else:
         by_stage: dict = {}
@@ -141,9 +181,9 @@ def complete_stages(res_list: list[EstimateResult], stages) -> list[EstimateResu
                 picked.append(by_stage[s])
             elif general is not None:
                 reason = general.failure_reason or "failed (no reason given)"
-                picked.append(EstimateResult.failure(reason, general.runtime_s, stage=s))
+                picked.append(Result.failure(reason, general.runtime_s, stage=s))
             else:
-                picked.append(EstimateResult.failure("missing stage result", stage=s))
+                picked.append(Result.failure("missing stage result", stage=s))
         extra = len(res_list) - len(by_stage) - (general is not None)
     if extra > 0:
         picked[0].diagnostics = {**picked[0].diagnostics, "ignored_results": int(extra)}

@@ -28,12 +28,14 @@ PART_VERSION = 1
 def code_digest(*extra: str) -> str:
     """sha256 of the Python sources of ``nre`` and ``baselines`` (and of the ``extra`` files): a resumed job keeps
     rows made by byte-identical code only (~70 files, a few ms)."""
-    import baselines
-    import nre
+    import importlib.util
 
     h = hashlib.sha256()
-    for pkg in (nre, baselines):
-        root = Path(pkg.__file__).resolve().parent
+    for name in ("nre", "baselines"):  # the plug-in folder is located, not imported
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(list(spec.submodule_search_locations)[0]).resolve()
         for f in sorted(root.rglob("*.py")):
             h.update(str(f.relative_to(root.parent)).encode() + b"\0" + f.read_bytes() + b"\0")
     for f in extra:

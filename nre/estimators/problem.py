@@ -1,4 +1,4 @@
-"""What an estimator receives for one pair: the ``Problem``; and what it returns: ``EstimateResult``."""
+"""What an estimator receives for one pair, the ``Problem``, and what it returns, a ``Result``."""
 
 from __future__ import annotations
 
@@ -56,20 +56,67 @@ class Problem:
     def n(self) -> int:
         return len(self.points3d)
 
+    def observations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The matches as a pinhole PnP problem: (uv (M, 2) undistorted pixels of the camera
+        ``camera.undistorted()``, X (M, 3) their 3D points, idx (M,) their indices into ``points3d``), finite matches
+        only. Distortion is handled here once, so RE thresholds stay in image pixels."""
+        if self.matches is None:
+            raise ValueError(f"problem {self.pair_id}: no matches (the estimator must declare needs = {{'matches'}})")
+        xy = self.matches.xy
+        idx = np.flatnonzero(np.isfinite(xy).all(1) & np.isfinite(self.points3d).all(1))
+        cam = self.camera
+        if cam.has_distortion:
+            n = cam.undistort_points(xy[idx])
+            uv = np.c_[cam.fx * n[:, 0] + cam.cx, cam.fy * n[:, 1] + cam.cy]
+        else:
+            uv = xy[idx].astype(np.float64)
+        return uv, self.points3d[idx].astype(np.float64), idx
 
-@dataclass
-class EstimateResult:
-    """The outcome of one (estimator, hyperparameter values[, stage]) on one problem. Never raises: failures are
-    ``success=False`` with a ``failure_reason``."""
+    def rng(self, *keys) -> np.random.Generator:
+        """A random generator seeded from the problem's seed (itself derived from the config seed, the pair and the
+        estimator) and ``keys``: results never depend on chunking, job order or --cores."""
+        from nre.seeding import rng_for
 
-    success: bool
-    pose: Pose | None = None
-    runtime_s: float = float("nan")
-    inliers: int | None = None
-    failure_reason: str | None = None
-    stage: str | None = None  # e.g. "p3p", "coarse_gnc", "fine_gnc" for coarse-to-fine NRE
-    diagnostics: dict[str, Any] = field(default_factory=dict)
+        return rng_for(self.seed, *keys)
+
+
+class Result:
+    """The outcome of one (estimator, setting[, stage]) on one problem.
+
+    ``Result(pose)`` is a success; ``Result.failure(reason)`` a failure (its row keeps infinite errors, never
+    dropped). ``runtime_s`` left unset is measured by the harness; ``inliers`` and ``diagnostics`` (a dict of JSON
+    values) are optional; ``stage`` names the stage of a multi-stage estimator (see ``Estimator.stages``)."""
+
+    __slots__ = ("success", "pose", "runtime_s", "inliers", "failure_reason", "stage", "diagnostics")
+
+    def __init__(
+        self,
+        pose: Pose | None = None,
+        *,
+        runtime_s: float = float("nan"),
+        inliers: int | None = None,
+        failure_reason: str | None = None,
+        stage: str | None = None,
+        diagnostics: dict[str, Any] | None = None,
+        success: bool | None = None,
+    ):
+        self.success = (pose is not None and failure_reason is None) if success is None else bool(success)
+        if not self.success and failure_reason is None:
+            failure_reason = "NaN pose (no pose given)" if pose is None else "failed (no reason given)"
+        self.pose = pose
+        self.runtime_s = runtime_s
+        self.inliers = inliers
+        self.failure_reason = failure_reason
+        self.stage = stage
+        self.diagnostics = dict(diagnostics or {})
 
     @classmethod
-    def failure(cls, reason: str, runtime_s: float = float("nan"), **kw) -> EstimateResult:
-        return cls(success=False, pose=None, runtime_s=runtime_s, failure_reason=reason, **kw)
+    def failure(cls, reason: str, runtime_s: float = float("nan"), **kw) -> Result:
+        return cls(None, runtime_s=runtime_s, failure_reason=reason, success=False, **kw)
+
+    def __repr__(self) -> str:
+        what = "success" if self.success else f"failure {self.failure_reason!r}"
+        return f"Result({what}, stage={self.stage!r}, runtime_s={self.runtime_s:.3g})"
+
+
+EstimateResult = Result  # transitional name, removed once every caller says Result

@@ -25,7 +25,7 @@ def _classes(mod) -> list[type[Estimator]]:
     return [
         obj
         for _, obj in inspect.getmembers(mod, inspect.isclass)
-        if issubclass(obj, Estimator) and obj is not Estimator and obj.name and not inspect.isabstract(obj)
+        if issubclass(obj, Estimator) and obj is not Estimator and obj.name and obj.implemented()
     ]
 
 
@@ -89,8 +89,8 @@ def get(name: str) -> type[Estimator]:
             raise KeyError(f"estimator {name!r}: module {modname!r} has no attribute {clsname!r}")
         if not (inspect.isclass(obj) and issubclass(obj, Estimator)):
             raise TypeError(f"{name} is not an Estimator subclass")
-        if inspect.isabstract(obj):
-            raise TypeError(f"{name} is abstract (does it implement estimate_many?)")
+        if not obj.implemented():
+            raise TypeError(f"{name} implements neither estimate nor estimate_many")
         return obj
     found, errors = _scan()
     if name not in found:
@@ -107,12 +107,15 @@ def describe(cls: type[Estimator]) -> dict:
     doc = inspect.cleandoc(own) if own else (inspect.getdoc(inspect.getmodule(cls)) or "")
     return {
         "name": cls.name,
+        "label": cls.display_name(),
         "class": f"{cls.__module__}:{cls.__qualname__}",
         "needs": sorted(cls.needs),
         "stages": list(cls.stages) if cls.stages else None,
         "grid": {k: list(v) for k, v in sorted(cls.grid.items())},
+        "units": dict(cls.units),
         "n_settings": len(cls.settings(cls, None)),
         "default_setting": cls.default_setting(cls),
         "options": {**cls.COMMON_OPTIONS, **cls.defaults},
+        "presets": {k: dict(v) for k, v in sorted(cls.presets.items())},
         "doc": doc.split("\n\n")[0].replace("\n", " "),
     }

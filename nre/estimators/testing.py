@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nre.estimators.problem import Matches, Problem
 from nre.geometry import Camera, Pose, img_to_map, so3_exp
 from nre.maps.dense import SparseLossMaps, log_omega
 
@@ -154,3 +155,31 @@ class SyntheticFeatures:
 
     def target_scale(self, level: str) -> np.ndarray:
         return self._scale[level]
+
+
+def matches_problem(
+    seed: int, n: int = 500, outliers: float = 0.5, noise: float = 1.0, distortion: bool = False
+) -> tuple[Problem, float]:
+    """A matches-only problem with a known pose, for tests and benchmarks: ``n`` points at depths 5-15 seen by a
+    640 x 480 camera (OPENCV model with distortion if asked), observations with Gaussian ``noise`` px, a fraction
+    ``outliers`` replaced by uniform pixels. Returns (problem, median depth)."""
+    from nre.geometry import Camera, so3_exp
+
+    rng = np.random.default_rng(seed)
+    W, H = 640, 480
+    if distortion:
+        cam = Camera("OPENCV", W, H, [500, 500, 319.5, 239.5, -0.1, 0.02, 0.001, -0.001])
+    else:
+        cam = Camera("PINHOLE", W, H, [500, 500, 319.5, 239.5])
+    pose = Pose(so3_exp(rng.normal(0, 0.3, 3)), rng.normal(0, 1, 3))
+    xy = np.c_[rng.uniform(0, W - 1, n), rng.uniform(0, H - 1, n)]
+    depth = rng.uniform(5, 15, n)
+    nrm = cam.undistort_points(xy)
+    X = pose.inverse().transform(np.c_[nrm * depth[:, None], depth])
+    obs = xy + rng.normal(0, noise, (n, 2))
+    out = rng.random(n) < outliers
+    obs[out] = np.c_[rng.uniform(0, W - 1, out.sum()), rng.uniform(0, H - 1, out.sum())]
+    score = np.where(out, rng.uniform(0.01, 0.5, n), rng.uniform(0.2, 1.0, n))
+    problem = Problem(f"syn{seed}", X, cam, seed, gt_pose=pose, matches=Matches(obs, score, None))
+    problem.extras["outlier_mask"] = out
+    return problem, float(np.median(depth))

@@ -36,7 +36,8 @@ def time_pair(pair, backend, seed: int = 0) -> pd.DataFrame:
     from nre.data.images import read_image
     from nre.estimators.problem import Matches, Problem
     from nre.features.access import PairFeatures
-    from nre.solver.nre import NreOptions, nre_coarse_to_fine
+    from nre.solver.nre import nre_coarse_to_fine
+    from nre.solver.options import NreOptions
 
     clk = _Clock()
     img = read_image(pair.target_image)

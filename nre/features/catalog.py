@@ -25,6 +25,7 @@ class BackendInfo:
     weights: tuple[str, ...] = ()  # options naming checkpoint files (None: needs random_init)
     shipped: dict = field(default_factory=dict)  # weights option -> the file its default value "default" means
     what: str = ""  # how to get the checkpoints (for the error message)
+    presets: dict = field(default_factory=dict)  # name -> options (``preset: paper``: the paper's literal settings)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -32,7 +33,7 @@ class BackendInfo:
 
 
 BACKENDS: dict[str, BackendInfo] = {
-    "dsift": BackendInfo("nre.features.dsift"),
+    "dsift": BackendInfo("nre.features.dsift", presets={"paper": {"coarse_stride": 16}}),
     "nre_official": BackendInfo(
         "nre.features.nets.nre_nets",
         ("coarse_weights", "fine_weights"),
@@ -43,6 +44,7 @@ BACKENDS: dict[str, BackendInfo] = {
         ("coarse_weights", "fine_weights"),
         {f"{lv}_weights": WEIGHTS_DIR / f"compact_{lv}.pth" for lv in ("coarse", "fine")},
         what="regenerate with `nre train --config config/train.yaml --out work/train`, see nre/weights/README.md",
+        presets={"paper": {"coarse_stride": 16, "coarse_stride_mode": "features"}},
     ),
     "s2dnet": BackendInfo(
         "nre.features.nets.s2dnet",
@@ -57,21 +59,32 @@ def _name_of(info: BackendInfo) -> str:
 
 
 @functools.cache
-def _init_options(module: str) -> dict[str, tuple[str, ...]]:
-    """backend name -> its keyword options, from the ``__init__`` signatures of the module's classes."""
+def _init_signatures(module: str) -> dict[str, dict[str, object]]:
+    """backend name -> {keyword option: default value} from the ``__init__`` signatures of the module's classes
+    (``**kw`` followed to the base class of the same module; a default that is not a literal is recorded as None)."""
     tree = ast.parse((_NRE.parent / f"{module.replace('.', '/')}.py").read_text())
     classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
 
-    def params(cls: ast.ClassDef) -> list[str]:
+    def base_params(cls: ast.ClassDef) -> dict[str, object]:
+        bases = [b.id for b in cls.bases if isinstance(b, ast.Name) and b.id in classes]
+        return params(classes[bases[0]]) if bases else {}
+
+    def params(cls: ast.ClassDef) -> dict[str, object]:
         init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
         if init is None:
-            bases = [b.id for b in cls.bases if isinstance(b, ast.Name) and b.id in classes]
-            return params(classes[bases[0]]) if bases else []
-        names = [a.arg for a in init.args.args[1:] + init.args.kwonlyargs]
+            return base_params(cls)
+        args = init.args.args[1:]
+        defaults = [None] * (len(args) - len(init.args.defaults)) + list(init.args.defaults)
+        pairs = list(zip(args, defaults)) + list(zip(init.args.kwonlyargs, init.args.kw_defaults))
+        out = {}
+        for a, d in pairs:
+            try:
+                out[a.arg] = None if d is None else ast.literal_eval(d)
+            except ValueError:
+                out[a.arg] = None
         if init.args.kwarg is not None:  # **kw: passed on to the base class
-            bases = [b.id for b in cls.bases if isinstance(b, ast.Name) and b.id in classes]
-            names += [n for n in (params(classes[bases[0]]) if bases else []) if n not in names]
-        return names
+            out.update({k: v for k, v in base_params(cls).items() if k not in out})
+        return out
 
     out = {}
     for cls in classes.values():
@@ -81,8 +94,19 @@ def _init_options(module: str) -> dict[str, tuple[str, ...]]:
                 and [getattr(t, "id", None) for t in stmt.targets] == ["name"]
                 and isinstance(stmt.value, ast.Constant)
             ):
-                out[stmt.value.value] = tuple(params(cls))
+                out[stmt.value.value] = params(cls)
     return out
+
+
+def _init_options(module: str) -> dict[str, tuple[str, ...]]:
+    """backend name -> its keyword options."""
+    return {name: tuple(sig) for name, sig in _init_signatures(module).items()}
+
+
+def default_options(name: str) -> dict:
+    """A backend's options at their code defaults (read from its source, no import)."""
+    info = BACKENDS[name]
+    return dict(_init_signatures(info.module).get(name, {}))
 
 
 DEFAULT_WEIGHTS = {"nre_compact": "default"}  # the weights options' default value per backend (else None)
@@ -126,3 +150,20 @@ def describe(name: str, problems: list[tuple[str, str]]) -> str:
     if info and info.what and any(k in info.weights for k, _ in problems):
         text += f" ({info.what})"
     return text
+
+
+def resolve_options(name: str, options: dict | None, preset: str | None = None) -> dict:
+    """A backend's options with its ``preset`` applied first (explicit options win); an unknown preset is an
+    ``InputError`` naming the presets there are."""
+    from nre.errors import InputError
+
+    options = dict(options or {})
+    if preset is None:
+        return options
+    info = BACKENDS.get(name)
+    presets = info.presets if info is not None else {}
+    if preset not in presets:
+        raise InputError(
+            f"feature backend {name!r}: unknown preset {preset!r} (presets: {', '.join(sorted(presets)) or 'none'})"
+        )
+    return {**presets[preset], **options}

@@ -10,29 +10,15 @@ measured from +x towards +y, the image's downward y):
   (trilinear) spatial kernel (separable convolution, or running sums for large bins), then sampled at the 16 bin
   centres of every grid point with one ``grid_sample``: a few filters per image whatever the stride.
 - ``impl="opencv"``: ``cv2.SIFT.compute`` on one upright KeyPoint per cell (OpenCV rounds keypoint centres to whole
-  pixels and blurs with its own sigma 1.6): the reference. Side by side on a 640 x 480 image, 1 thread each:
-  coarse (stride 16, bin 16) torch 0.10 s / OpenCV 0.16 s; fine stride 4 (bin 6) 0.09 / 0.40 s; fine stride 2
-  0.42 / 2.2 s (OpenCV 1.5x, 4.6x, 5.3x slower). Torch with 2 free threads: ~0.06 s per level at stride 4 or 16.
+  pixels and blurs with its own sigma 1.6): the reference, several times slower (scripts/bench_features.py).
 
-SIFT's bin width ``bin`` (pixels; OpenCV keypoint size = bin / 1.5) is per level. Defaults measured on the quick
-synthetic preset at 1000 points (fraction of points whose argmax is within one cell of the truth, 24 tuning-scene
-pairs / 12 test-scene pairs): coarse stride 16: bin 8 -> - / 0.18, 12 -> 0.33 / 0.46, 16 -> 0.46 / 0.59,
-20 -> 0.46 / 0.62, the NRE loss lowest at 16 on both; fine stride 4: bin 3 -> - / 0.27, 4 -> 0.29 / 0.46,
-6 -> 0.39 / 0.58, 8 -> 0.41 / 0.58 (6 kept: nre_c2f's fine stage did as well or better with it); fine stride 2
--> 0.54 on the test pairs with bin 4 or 6 (cells half as large) but nre_c2f's 16-cell fine window then covers
-half the pixels and its fine stage got worse (median 3.9 vs 0.58 deg at temperature 0.02).
-``coarse_stride`` 8 (same 16-px bins, a grid twice as dense) is what the shipped configs use: on 80 hard default
-pairs coarse GNC started at the true pose drifts > 10 deg on 24% at stride 8 vs 59% at 16, and coarse-to-fine NRE
-fails (R > 10 deg) on 0.46 vs 0.65 (README, Fig. 5); the default stays 16, the paper's coarse level.
-Descriptors are L2-normalised unit vectors (RootSIFT: L1-normalised then square-rooted; SIFT: clipped at 0.2).
-
-The softmax temperature divides the dot products of unit descriptors. Default 0.01, measured with nre_c2f on the
-quick preset (fraction of fine-stage rotation errors < 1 deg, 24 tuning-scene pairs / 20 test-scene pairs):
-0.02 -> 0.79 / 0.55, 0.01 -> 0.83 / 0.75, 0.0075 -> 0.83 / 0.90, 0.005 -> 0.79 / 0.95 (plain SIFT at 0.015:
-0.83 / 0.95); the per-map NRE loss (Eq. 10) is lowest near 0.01 (fine) and 0.02 (coarse); issue 2 found 0.01-0.02
-sharpest on real MegaDepth. ``nre.train.training``'s Eq. 10 calibration fits it on training pairs. ``max_size`` resizes
-the image internally (``nre.features.images``); the returned maps keep ``scale`` relative to the image given to
-``extract``.
+SIFT's bin width ``bin`` (pixels; OpenCV keypoint size = bin / 1.5) is per level. The defaults (coarse stride 8 with
+16 px bins, fine stride 4 with 6 px bins, temperature 0.01) are the settings measured best on the training and tuning
+scenes (docs/results-log.md); the paper's coarse level is stride 16 (preset ``paper``). Descriptors are
+L2-normalised unit vectors (RootSIFT: L1-normalised then square-rooted; SIFT: clipped at 0.2). The softmax
+temperature divides the dot products of unit descriptors; ``nre calibrate`` fits it by the Eq. 10 cross-entropy
+on training pairs. ``max_size`` resizes the image internally (``nre.features.images``); the returned maps keep
+``scale`` relative to the image given to ``extract``.
 """
 
 from __future__ import annotations
@@ -218,7 +204,7 @@ class DenseSift(FeatureBackend):
 
     def __init__(
         self,
-        coarse_stride: int = 16,
+        coarse_stride: int = 8,
         fine_stride: int = 4,
         coarse_bin: float = 16.0,
         fine_bin: float = 6.0,

@@ -232,6 +232,11 @@ class Camera:
             & (uv[..., 1] <= self.height - 0.5 - margin)
         )
 
+    def undistorted(self) -> Camera:
+        """The pinhole camera with this camera's focal lengths and principal point (the camera of undistorted
+        observations, ``undistort_points`` mapped back to pixels)."""
+        return Camera("PINHOLE", self.width, self.height, [self.fx, self.fy, self.cx, self.cy])
+
     def to_dict(self) -> dict:
         return {"model": self.model, "width": self.width, "height": self.height, "params": self.params.tolist()}
 

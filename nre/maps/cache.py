@@ -194,7 +194,8 @@ def _compute(
     dense_level: str | None = None,
     chunk: int = 256,
     matches: bool = True,
-) -> tuple[dict, PairFeatures, PairData]:
+    keep_dense: bool = False,
+) -> tuple[dict, PairFeatures, PairData, SparseLossMaps | None]:
     pair = pair.capped(max_points, seed)
     cl, dl = _levels(backend, coarse_level, dense_level)
     feats = PairFeatures(backend, pair)
@@ -208,8 +209,9 @@ def _compute(
     t1 = time.perf_counter()
     coarse, cstats = dense_maps(src_c, tc.desc, 1.0, tc.scale, True, chunk)
     t2 = time.perf_counter()
-    if matches:
-        _, dstats = dense_maps(src_d, td.desc, 1.0, td.scale, False, chunk)
+    dense = None
+    if matches:  # the dense-level maps themselves only when asked (in-memory problems: single-level NRE reads them)
+        dense, dstats = dense_maps(src_d, td.desc, 1.0, td.scale, keep_dense, chunk)
     t3 = time.perf_counter()
     bad = [
         name
@@ -255,7 +257,7 @@ def _compute(
     arrays["coarse_offsets"] = arrays["coarse_offsets"].astype(np.int32 if coarse.nnz < 2**31 else np.int64)
     if coarse.shape[0] * coarse.shape[1] <= 2**16:
         arrays["coarse_cells"] = arrays["coarse_cells"].astype(np.uint16)
-    return arrays, feats, pair
+    return arrays, feats, pair, dense
 
 
 def compute_pair_cache(
@@ -469,8 +471,9 @@ def build_problem(pair: PairData, backend: FeatureBackend, *args, max_points: in
         max_points, seed = args
     elif args:
         raise TypeError("build_problem(pair, backend, max_points, seed) takes at most 4 positional arguments")
-    arrays, feats, capped = _compute(pair, backend, max_points, seed)
+    arrays, feats, capped, dense = _compute(pair, backend, max_points, seed, keep_dense=True)
     prob = problem_from_arrays(capped, arrays, seed, None)
     prob.features = feats
+    prob.dense_maps = dense  # computed once here, not again by single-level NRE
     prob.extras["seconds"] = arrays["seconds"]
     return prob

@@ -135,6 +135,16 @@ def sparse_lookup(maps: SparseLossMaps, xy: np.ndarray, valid: np.ndarray | None
     flat, wts, inside = bilinear_corners(xy, (h, w))
     if maps.nnz == 0:
         return np.full(maps.n, maps.trunc)
+    corner = sparse_cells(maps, flat, inside)
+    return np.sum(wts * corner, 1)
+
+
+def sparse_cells(maps: SparseLossMaps, flat: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The loss of map n at its flat cells ``flat[n, k]`` (N, K) from the sparse form: unstored cells and cells not
+    ``inside`` hold ``trunc``. Values keep the maps' float32 (they equal ``to_dense()`` at those cells)."""
+    h, w = maps.shape
+    if maps.nnz == 0:
+        return np.full(flat.shape, maps.trunc, dtype=np.float32)
     # one sorted key per stored cell: point * h * w + cell (sorted here if the cells of a point are not)
     keys = maps.point_index().astype(np.int64) * (h * w) + maps.cells
     vals = maps.values
@@ -143,8 +153,7 @@ def sparse_lookup(maps: SparseLossMaps, xy: np.ndarray, valid: np.ndarray | None
         keys, vals = keys[order], vals[order]
     q = np.arange(maps.n)[:, None] * (h * w) + flat
     pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-    corner = np.where(inside & (keys[pos] == q), vals[pos], maps.trunc)
-    return np.sum(wts * corner, 1)
+    return np.where(inside & (keys[pos] == q), vals[pos], np.float32(maps.trunc))
 
 
 def sparse_argmin(maps: SparseLossMaps) -> tuple[np.ndarray, np.ndarray]:

@@ -61,16 +61,28 @@ def file_hash(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def study_hash(config_path) -> str:
+    """The digest of the study a config file (or several, layered) describes: ``nre.workflow.plan.study_digest``
+    of the config with its defaults and presets applied, so that a comment or a repeated default changes nothing
+    and a changed code default of an estimator it runs makes the reference stale."""
+    from nre.workflow.config import load_config, with_defaults
+    from nre.workflow.plan import study_digest
+
+    paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
+    return study_digest(with_defaults(load_config(paths)))
+
+
 def provenance(config_path, pairs_csv) -> dict:
     from nre.versions import versions
 
+    paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
     out = {
-        "config": str(config_path),
-        "config_sha256": file_hash(config_path),
+        "config": " + ".join(map(str, paths)),
+        "study_sha256": study_hash(paths),
         "pairs_sha256": file_hash(pairs_csv),
         "versions": versions(),
     }
-    generator = synth_generator(config_path)
+    generator = synth_generator(paths[-1])
     if generator is not None:
         out["synth_generator"] = generator
     return out
@@ -79,9 +91,9 @@ def provenance(config_path, pairs_csv) -> dict:
 def synth_generator(config_path) -> int | None:
     """``nre.data.synth.GENERATOR_VERSION`` if the config's data are the generated scenes (``data.synth``), else
     None (e.g. MegaDepth)."""
-    import yaml
+    from nre.workflow.config import load_config
 
-    cfg = yaml.safe_load(Path(config_path).read_text()) or {}
+    cfg = load_config(config_path)
     if not (cfg.get("data") or {}).get("synth"):
         return None
     from nre.data.synth import GENERATOR_VERSION
@@ -321,11 +333,12 @@ def check(
     if not prov_file.exists():
         return False, f"{prov_file}: missing (no committed reference; create one with `nre regress --update`)"
     prov = json.loads(prov_file.read_text())
-    if prov["config_sha256"] != file_hash(config_path):
+    now = study_hash(config_path)
+    if prov.get("study_sha256") != now:
         return False, (
-            f"stale reference: {ref_dir} was made from a different {config_path} "
-            f"(hash {prov['config_sha256']} != {file_hash(config_path)}); rerun and update it on purpose "
-            f"(nre regress --update, see README)"
+            f"stale reference: {ref_dir} was made from a different study than {config_path} describes now "
+            f"(study hash {prov.get('study_sha256')} != {now}: the config or an estimator's code defaults changed); "
+            "rerun and update it on purpose (nre regress --update, docs/reference-results.md)"
         )
     notes = []
     if pairs_csv is not None and Path(pairs_csv).exists() and prov.get("pairs_sha256") != file_hash(pairs_csv):

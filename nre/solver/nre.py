@@ -3,8 +3,8 @@
 Coarse-to-fine: coarse maps -> MSAC + P3P -> coarse GNC -> local fine maps in a window around each point's
 reprojection under the coarse pose -> fine GNC. No high-resolution dense map is ever built.
 
-Local fine maps (windows, coarse-mass scaling, truncation, their default norm): see ``nre.maps.local``, whose
-functions are re-exported here. Every stage's result carries its run time, map memory and the Eq. 6 cost (coarse
+Local fine maps (windows, coarse-mass scaling, truncation, their default norm): see ``nre.maps.local``. Every
+stage's result carries its run time, map memory and the Eq. 6 cost (coarse
 maps) at the estimate and at the ground-truth pose when known, so an optimiser failure (truth cheaper than the
 estimate) is told apart from an objective failure.
 
@@ -20,20 +20,10 @@ import time
 
 import numpy as np
 
-from nre.estimators.problem import EstimateResult, Problem
+from nre.estimators.problem import Problem, Result
 from nre.geometry import Pose, img_to_map, map_to_img
 from nre.maps.dense import SparseLossMaps, dense_maps, log_omega, sparse_argmin, sparse_entropy, sparse_lookup
-from nre.maps.local import (  # noqa: F401  (re-exported: the local-map API used to live here)
-    LOCAL_NORMS,
-    MASS_REGIONS,
-    DescriptorFineSource,
-    build_local_maps,
-    coarse_mass,
-    descriptor_window_logprob,
-    local_fine_maps,
-    local_windows,
-    window_mass,
-)
+from nre.maps.local import DescriptorFineSource, build_local_maps
 from nre.seeding import rng_for
 from nre.solver.gnc import DEFAULT_SIGMAS, Terms, refine
 from nre.solver.msac import (
@@ -45,7 +35,7 @@ from nre.solver.msac import (
     msac,
     sampling_weights,
 )
-from nre.solver.options import NreOptions  # noqa: F401  (re-exported: it used to live here)
+from nre.solver.options import NreOptions
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -88,8 +78,8 @@ def _fine_diag(fine: SparseLossMaps, pose: Pose, problem: Problem) -> dict:
 
 def _result(stage, pose, t0, diag, failure=None):
     if pose is None:
-        return EstimateResult.failure(failure or "no pose", time.perf_counter() - t0, stage=stage, diagnostics=diag)
-    return EstimateResult(True, pose, time.perf_counter() - t0, stage=stage, diagnostics=diag)
+        return Result.failure(failure or "no pose", time.perf_counter() - t0, stage=stage, diagnostics=diag)
+    return Result(pose, runtime_s=time.perf_counter() - t0, stage=stage, diagnostics=diag)
 
 
 # ----------------------------------------------------------------------------------------------- estimators
@@ -110,20 +100,20 @@ def run_msac_on_maps(
     return msac(problem.points3d, xy, problem.camera, scorer, w, rng, opts.msac_iterations, opts.p3p_solver), scorer
 
 
-def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list[EstimateResult]:
+def nre_coarse_to_fine(problem: Problem, opts: NreOptions | None = None) -> list[Result]:
     """Three results: stages p3p (MSAC), coarse_gnc and fine_gnc; a failed stage fails the later ones."""
     opts = opts or NreOptions()
     t0 = time.perf_counter()
     stages = ("p3p", "coarse_gnc", "fine_gnc")
     if problem.coarse_maps is None:
-        return [EstimateResult.failure("no coarse maps", stage=s) for s in stages]
+        return [Result.failure("no coarse maps", stage=s) for s in stages]
     maps = problem.coarse_maps
     ent = problem.coarse_stats.entropy if problem.coarse_stats is not None else None
     m, scorer = run_msac_on_maps(problem, maps, ent, opts, "nre_c2f")
     base = {"map_bytes_coarse": int(maps.nbytes), "msac_hypotheses": m.n_hypotheses, **m.timings}
     out = [_result("p3p", m.pose, t0, {**base, **_pose_diag(scorer, m.pose, problem.gt_pose)}, m.failure_reason)]
     if m.pose is None:
-        return out + [EstimateResult.failure(m.failure_reason, stage=s) for s in stages[1:]]
+        return out + [Result.failure(m.failure_reason, stage=s) for s in stages[1:]]
     t1 = time.perf_counter()
     g = refine(
         m.pose, problem.points3d, problem.camera, Terms.from_sparse(maps), opts.coarse_sigmas, opts.max_iterations
@@ -147,7 +137,7 @@ def fine_stage(
     t0: float | None = None,
     base: dict | None = None,
     scorer=None,
-) -> EstimateResult:
+) -> Result:
     """The fine stage of coarse-to-fine NRE from a coarse pose: local fine maps in windows around each point's
     reprojection (scaled by the coarse ``maps``' mass, see ``nre.maps.local``), then fine GNC. ``t0``: the clock
     start of the estimator (its run time includes the coarse stages); ``scorer``: Eq. 6 on the coarse maps."""
@@ -156,7 +146,7 @@ def fine_stage(
     if source is None and problem.features is not None:
         source = DescriptorFineSource(problem.features, opts.fine_level)
     if source is None:
-        return EstimateResult.failure("no fine descriptors (features access missing)", stage="fine_gnc")
+        return Result.failure("no fine descriptors (features access missing)", stage="fine_gnc")
     t2 = time.perf_counter()
     fine = build_local_maps(
         source,
@@ -188,7 +178,7 @@ def fine_stage(
     return _result("fine_gnc", f.pose, t0, {**(base or {}), **d2})
 
 
-def nre_single_level(problem: Problem, opts: NreOptions | None = None, level: str | None = None) -> EstimateResult:
+def nre_single_level(problem: Problem, opts: NreOptions | None = None, level: str | None = None) -> Result:
     """MSAC + GNC on dense maps at one resolution (the features' finest level: the Table 1 setting)."""
     opts = opts or NreOptions()
     level = level or opts.fine_level
@@ -199,11 +189,11 @@ def nre_single_level(problem: Problem, opts: NreOptions | None = None, level: st
         f = problem.features
         maps, _ = dense_maps(f.source_descriptors(level), f.target_map(level), 1.0, f.target_scale(level))
     else:
-        return EstimateResult.failure("no dense maps and no features access")
+        return Result.failure("no dense maps and no features access")
     t1 = time.perf_counter()
     m, scorer = run_msac_on_maps(problem, maps, None, opts, "nre_single", table_dtype=np.float16)
     if m.pose is None:
-        return EstimateResult.failure(m.failure_reason, time.perf_counter() - t0)
+        return Result.failure(m.failure_reason, time.perf_counter() - t0)
     t2 = time.perf_counter()
     g = refine(m.pose, problem.points3d, problem.camera, Terms.from_sparse(maps), opts.fine_sigmas, opts.max_iterations)
     diag = {
@@ -217,7 +207,7 @@ def nre_single_level(problem: Problem, opts: NreOptions | None = None, level: st
         "table_bytes": int(scorer.nbytes),
         **_pose_diag(scorer, g.pose, problem.gt_pose),
     }
-    return EstimateResult(True, g.pose, time.perf_counter() - t0, diagnostics=diag)
+    return Result(g.pose, runtime_s=time.perf_counter() - t0, diagnostics=diag)
 
 
 RE_INITS = ("gaussian", "one_hot")
@@ -235,23 +225,17 @@ def re_gaussian(
     problem: Problem,
     sigmas_px: list[float],
     opts: NreOptions | None = None,
-    init: str = "one_hot",
-    schedule: str = "scaled",
-) -> list[EstimateResult]:
+    init: str = "gaussian",
+    schedule: str = "single",
+) -> list[Result]:
     """Eq. 11: NRE on one-hot maps at each argmax = RE with a Gaussian robust loss of width sigma (pixels).
 
-    One set of MSAC hypotheses (P3P on triplets of matches) is shared by every sigma of the sweep. The defaults are
-    the paper's formulation (NRE's pipeline on one-hot maps), which the committed default reference was made with;
-    the shipped configs other than config.yaml set ``init: gaussian, schedule: single`` (README). ``init``:
-    - ``gaussian``: each sigma ranks them by Eq. 11 itself at that sigma (``GaussianScorer``, pixels);
-    - ``one_hot`` (default): Eq. 6 on the one-hot maps, one shared winner. Kernel is one cell of the dense grid (4 px
-      for dense SIFT, 1 px on a stride-1 backend) whatever sigma: on real 1000-1600 px images a P3P pose from three
-      noisy inlier matches is off by more than a cell over most of the image, so near-correct hypotheses score like
-      random ones and a wrong pose whose few reprojections land exactly on argmax cells wins (measured on 72 real
-      pairs: 19% of rotation errors above 10 deg vs 12.5% with ``gaussian``; LO-RANSAC 11-14%).
-    ``schedule``: ``single`` minimises Eq. 11 at sigma (IRLS, GNC's step control); ``scaled`` (default) runs GNC
-    over NRE's schedule shape (2, 1, 0.9, ..., 0.6) scaled to end at sigma, i.e. from 3.3 sigma, whose wider
-    kernel pulled good starts away (real pairs: 25% vs 14% of errors above 2 deg at sigma 5)."""
+    One set of MSAC hypotheses (P3P on triplets of matches) is shared by every sigma of the sweep. ``init``:
+    - ``gaussian`` (default): each sigma ranks them by Eq. 11 itself at that sigma (``GaussianScorer``, pixels);
+    - ``one_hot`` (the paper's pipeline): Eq. 6 on the one-hot maps, one shared winner. Its kernel is one cell of the
+      dense grid whatever sigma, so on real-resolution images near-correct P3P hypotheses score like random ones.
+    ``schedule``: ``single`` (default) minimises Eq. 11 at sigma (IRLS with GNC's step control); ``scaled`` (the
+    paper's) runs GNC over NRE's schedule shape (2, 1, 0.9, ..., 0.6) scaled to end at sigma, i.e. from 3.3 sigma."""
     opts = opts or NreOptions()
     if init not in RE_INITS:
         raise ValueError(f"re_gauss: init must be one of {RE_INITS}, got {init!r}")
@@ -259,7 +243,7 @@ def re_gaussian(
         raise ValueError(f"re_gauss: schedule must be one of {RE_SCHEDULES}, got {schedule!r}")
     t0 = time.perf_counter()
     if problem.matches is None:
-        return [EstimateResult.failure("no matches") for _ in sigmas_px]
+        return [Result.failure("no matches") for _ in sigmas_px]
     xy = problem.matches.xy
     dscale = np.asarray(problem.extras.get("dense_scale", (1.0, 1.0)), dtype=float)
     shape = problem.extras.get("dense_shape", (problem.camera.height, problem.camera.width))
@@ -286,7 +270,7 @@ def re_gaussian(
     out = []
     for s, m, scorer in zip(sigmas_px, starts, scorers):
         if m.pose is None:
-            out.append(EstimateResult.failure(m.failure_reason, t_init))
+            out.append(Result.failure(m.failure_reason, t_init))
             continue
         t1 = time.perf_counter()
         if schedule == "scaled":
@@ -304,5 +288,5 @@ def re_gaussian(
             "schedule": schedule,
             **_pose_diag(scorer, g.pose, problem.gt_pose),
         }
-        out.append(EstimateResult(True, g.pose, t_init + time.perf_counter() - t1, diagnostics=diag))
+        out.append(Result(g.pose, runtime_s=t_init + time.perf_counter() - t1, diagnostics=diag))
     return out

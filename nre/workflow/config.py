@@ -42,12 +42,98 @@ def _short(value, n: int = 60) -> str:
     return r if len(r) <= n else r[: n - 3] + "..."
 
 
+def _strict_loader():
+    """A YAML SafeLoader that refuses a key repeated in one mapping: plain YAML keeps the last value silently, so a
+    second ``estimators:`` pasted at the end of a file would drop every estimator of the first."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"line {key_node.start_mark.line + 1}: duplicate key {key!r} (first at line {seen[key] + 1}); "
+                    "YAML would keep only the last one"
+                )
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Strict
+
+
+def read_config_file(path: str | Path) -> dict:
+    """One config file (YAML), refusing duplicate keys; errors are one line naming the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+    try:
+        data = yaml.load(text, Loader=_strict_loader())
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` layered on ``base`` as Snakemake layers ``--configfile a.yaml b.yaml``: mappings merge key by key,
+    any other value (a list included) replaces the earlier one."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(paths, overrides: dict | None = None) -> dict:
+    """The config of one or several files layered in order (then ``overrides``), duplicate keys refused."""
+    cfg: dict = {}
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        cfg = merge(cfg, read_config_file(p))
+    return merge(cfg, overrides or {})
+
+
+def _schema(schema_path: str | Path = SCHEMA) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def with_defaults(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    """The config with every default of the schema filled in where a key is absent (the schema is the one source
+    of defaults; rules and the library then read keys directly)."""
+    import copy
+
+    def fill(value, schema):
+        if not isinstance(schema, dict) or not isinstance(value, dict):
+            return value
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in value and isinstance(sub, dict) and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = fill(value[key], sub)
+        return value
+
+    return fill(copy.deepcopy(config), _schema(schema_path))
+
+
 def schema_problem(config: dict, schema_path: str | Path = SCHEMA) -> tuple[str, str] | None:
     """(key path, problem) of the schema's most relevant error, or None when the config is valid."""
     import jsonschema
-    import yaml
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _schema(schema_path)
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if not errors:
         return None
@@ -178,9 +264,9 @@ def check_options(cls, options: dict) -> list[tuple[str, str]]:
 
 
 def semantic_problems(config: dict, check_files: bool = True) -> list[tuple[str, str]]:
-    """(key path, problem) beyond the schema: cross-references, backends, estimators (see the module doc);
-    ``check_files=False`` does not look for checkpoint files."""
-    from nre.features.catalog import BACKENDS, option_problems
+    """(key path, problem) beyond the schema, on a config with its defaults filled in: cross-references, data
+    sources, backends, estimators (see the module doc). ``check_files=False`` looks for no file (``--lint``)."""
+    from nre.features.catalog import BACKENDS, option_problems, resolve_options
 
     out = []
     feats = config.get("features") or {}
@@ -189,7 +275,13 @@ def semantic_problems(config: dict, check_files: bool = True) -> list[tuple[str,
             ("table1_features", f"{config.get('table1_features')!r} is not one of features ({', '.join(feats)})")
         )
     for name, entry in feats.items():
-        for k, p in option_problems(name, (entry or {}).get("options") or {}, check_files):
+        entry = entry or {}
+        try:
+            opts = resolve_options(name, entry.get("options"), entry.get("preset"))
+        except InputError as e:
+            out.append((f"features.{name}.preset", str(e)))
+            continue
+        for k, p in option_problems(name, opts, check_files):
             if k in getattr(BACKENDS.get(name), "weights", ()):
                 p = f"{p.removeprefix(f'{k}: ')} ({BACKENDS[name].what})"
             out.append((f"features.{name}" + (f".options.{k}" if k else ""), p))
@@ -203,11 +295,68 @@ def semantic_problems(config: dict, check_files: bool = True) -> list[tuple[str,
     cols = [f"t>{t:g}" for t in thr.get("translation", [])] + [f"R>{r:g}deg" for r in thr.get("rotation_deg", [])]
     if metric and metric != "mean_failure" and metric not in cols:
         out.append(("selection.metric", f"{metric!r} is not a rate column of the thresholds ({', '.join(cols)})"))
-    d = config.get("data") or {}
+    out += data_problems(config, check_files)
+    out += estimator_problems(ests)
+    return out
+
+
+SCENE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
+
+
+def sfm_scene(config: dict) -> str | None:
+    """The scene name of a ``data.sfm`` config (its ``scene``, else the photographs folder's name)."""
+    import os
+
+    sfm = config["data"].get("sfm")
+    if not sfm:
+        return None
+    return sfm.get("scene") or os.path.basename(os.path.normpath(sfm["images"]))
+
+
+def test_scenes(config: dict) -> list[str] | None:
+    """The test scenes a config names (``data.test_scenes``, or the ``data.sfm`` scene); None: the test split of
+    ROOT/scenes.yaml."""
+    d = config["data"]
+    return d.get("test_scenes") or ([sfm_scene(config)] if d.get("sfm") else None)
+
+
+def data_problems(config: dict, check_files: bool = True) -> list[tuple[str, str]]:
+    """Where the scenes come from: one source; a real data root or photographs folder that exists (named when it
+    does not, at dry-run time); disjoint test and tuning scenes; a source for the tuning pairs."""
+    import re
+
+    d, p = config.get("data") or {}, config.get("pairs") or {}
+    out = []
+    if d.get("synth") and d.get("sfm"):
+        return [("data", "data.synth and data.sfm are exclusive (generated scenes or reconstructed photographs)")]
+    if d.get("sfm"):
+        scene = sfm_scene(config)
+        if not re.fullmatch(SCENE_NAME, scene):
+            out.append(("data.sfm.scene", f"scene name {scene!r} (from the images folder) may only use letters, "
+                        "digits, _ . + -; set data.sfm.scene"))  # fmt: skip
+        if check_files and not Path(d["sfm"]["images"]).is_dir():
+            out.append(("data.sfm.images", f"{d['sfm']['images']}: no such folder of photographs"))
+    elif not d.get("synth") and check_files and not Path(d.get("root", "")).is_dir():
+        out.append(("data.root", f"{d.get('root')}: no such data folder (one folder per scene, MegaDepth layout)"))
     both = set(d.get("test_scenes") or []) & set(d.get("tuning_scenes") or [])
     if both:
         out.append(("data.tuning_scenes", f"scenes {sorted(both)} are also test scenes"))
-    out += estimator_problems(ests)
+    same = p.get("tuning_from", "scenes") == "same_scene"
+    tun = d.get("tuning_scenes")
+    if same:
+        if tun:
+            out.append(("data.tuning_scenes", "pairs.tuning_from: same_scene takes the tuning pairs from the test "
+                        "scenes' images; remove data.tuning_scenes"))  # fmt: skip
+        if not p.get("n_tuning"):
+            out.append(("pairs.n_tuning", "0 with pairs.tuning_from: same_scene (no tuning pairs)"))
+    elif p.get("n_tuning"):
+        if tun is not None and len(tun) == 0:
+            out.append(("data.tuning_scenes", "empty but pairs.n_tuning > 0"))
+        elif tun is None and not d.get("synth") and not (Path(d.get("root", "")) / "scenes.yaml").exists():
+            out.append(("pairs.n_tuning", f"> 0 but no tuning scenes (data.tuning_scenes is null and "
+                        f"{d.get('root')}/scenes.yaml does not exist). A single-scene run needs pairs.tuning_from: "
+                        "same_scene (tuning pairs from a share of its images) or pairs.n_tuning: 0 (the fair "
+                        "protocol then reports n/a)"))  # fmt: skip
     return out
 
 
@@ -223,6 +372,10 @@ def estimator_problems(estimators: dict) -> list[tuple[str, str]]:
         except (KeyError, TypeError) as e:
             out.append((where + (".class" if "class" in spec else ""), str(e.args[0] if e.args else e)))
             continue
+        preset = spec.get("preset")
+        if preset is not None and preset not in cls.presets:
+            known = ", ".join(sorted(cls.presets)) or "none"
+            out.append((f"{where}.preset", f"{cls.name} has no preset {preset!r} (presets: {known})"))
         out += [(f"{where}.options.{k}", p) for k, p in check_options(cls, spec.get("options") or {})]
         out += [(f"{where}.grid.{k}", p) for k, p in check_grid_values(cls, spec.get("grid") or {})]
     return out
@@ -246,24 +399,7 @@ def check_config(
     p = schema_problem(config, schema_path)
     if p:
         fail(*p)
-    problems = semantic_problems(config, check_files)
+    problems = semantic_problems(with_defaults(config, schema_path), check_files)
     if problems:
         more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""
         fail(problems[0][0], problems[0][1] + more)
-
-
-def check_workflow_config(workflow, config: dict, schema_path: str | Path = SCHEMA) -> None:
-    """``check_config`` for the Snakefile: names the config file Snakemake read (relative to the working directory)
-    and marks keys given with ``--config``; a problem exits with one line (``SystemExit``, no traceback).
-    ``snakemake --lint`` checks the workflow's code, not the data: checkpoint files are not looked for then."""
-    import os
-    import sys
-
-    cfg_file = str(workflow.configfiles[-1]) if workflow.configfiles else "config/config.yaml"
-    if not os.path.relpath(cfg_file).startswith(".."):
-        cfg_file = os.path.relpath(cfg_file)
-    overrides = getattr(getattr(workflow, "config_settings", None), "config", None) or {}
-    try:
-        check_config(config, cfg_file, overrides, schema_path, check_files="--lint" not in sys.argv)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None

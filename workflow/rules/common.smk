@@ -1,73 +1,34 @@
+# Names every rule uses, all from the job plan (nre.workflow.plan.Plan) and the config with its defaults filled in.
 import os
-import json
 
-OUT = config["out"]
-ROOT = config["data"]["root"]
-SEED = config["seed"]
-CHUNKS = list(range(config["chunks"]))
-NCHUNKS = config["chunks"]
-MAXPTS = config["max_points"]
-T1 = config["table1_features"]
-FIGS = config.get("figures", {})
+from nre.workflow.config import sfm_scene, test_scenes
+from nre.workflow.plan import jdump
+
+OUT = PLAN.out
+ROOT = PLAN.root
+SEED = PLAN.seed
+CHUNKS = PLAN.chunks
+NCHUNKS = PLAN.n_chunks
+MAXPTS = PLAN.max_points
+T1 = PLAN.table1_features
 ENV = "../../environment.yml"
-EVAL = f"{OUT}/eval"
-FIG4 = [f"{EVAL}/fig4_maps_{i}.png" for i in range(FIGS.get("map_pictures", 3))]  # Fig. 4 map pictures
-SFM = config["data"].get("sfm")  # {images, scene, ...}: the scene is reconstructed from photographs (rule sfm)
-if config["data"].get("synth") and SFM:
-    raise ValueError("config: data.synth and data.sfm are exclusive (generated scenes or reconstructed photographs)")
-SFM_SCENE = (SFM.get("scene") or os.path.basename(os.path.normpath(SFM["images"]))) if SFM else None
-if SFM and not __import__("re").fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", SFM_SCENE):
-    raise ValueError(
-        f"config: data.sfm: scene name {SFM_SCENE!r} (from the images folder) may only use letters, digits, _ . + -; "
-        "set data.sfm.scene"
-    )
-if config["data"].get("synth"):
+EVAL = PLAN.eval_dir
+FIG4 = [f"{EVAL}/fig4_maps_{i}.png" for i in range(PLAN.map_pictures)]  # Fig. 4 map pictures
+SFM = config["data"]["sfm"]  # {images, scene, ...}: the scene is reconstructed from photographs (rule sfm)
+SFM_SCENE = sfm_scene(config)
+if config["data"]["synth"]:
     SCENES = f"{ROOT}/scenes.yaml"
 elif SFM:
     SCENES = f"{ROOT}/{SFM_SCENE}/sfm/report.json"
 else:
     SCENES = []
-TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"].get("synth") else []
-
-
-def jdump(d):
-    return json.dumps(d or {}, sort_keys=True)
+TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"]["synth"] else []
+TIMING = PLAN.timing_enabled
+TIMED = PLAN.timed  # estimators timed for Table 3, at their default setting
 
 
 def features_options(name):
-    return jdump(config["features"][name].get("options", {}))
-
-
-def estimator_jobs():
-    """(features, estimator) pairs: every estimator on the Table 1 backend, nre_c2f on every backend (Table 2)."""
-    jobs = [(T1, e) for e in config["estimators"]]
-    c2f = [e for e in config["estimators"] if estimator_spec(e)["cls"] == "nre_c2f"]
-    jobs += [(f, e) for e in c2f for f in config["features"] if f != T1]
-    return jobs
-
-
-def estimator_spec(name):
-    """Registered class (default: the key), grid and options of a config entry; the key labels its rows."""
-    spec = config["estimators"][name] or {}
-    return {"cls": spec.get("class", name), "grid": spec.get("grid"), "options": spec.get("options", {})}
-
-
-# Shell commands: every value from the config reaches the shell as one quoted word (`{params.x:q}`, shlex.quote;
-# a list is quoted word by word), so no scene name, option string or path can run anything. Optional flags are
-# lists of words ([] when absent).
-def grid_arg(name):
-    grid = estimator_spec(name)["grid"]
-    return ["--grid", jdump(grid)] if grid else []
-
-
-def test_scenes():
-    d = config["data"]
-    return d.get("test_scenes") or ([SFM_SCENE] if SFM else None)
-
-
-from nre.workflow.tuning import check_tuning_source
-
-check_tuning_source(config, test_scenes(), os.path.exists(f"{ROOT}/scenes.yaml"))
+    return PLAN.features_json(name)
 
 
 def train_input(wildcards):
@@ -82,17 +43,12 @@ def train_input(wildcards):
 
 def _scene_args():
     d, p = config["data"], config["pairs"]
-    a = ["--scenes", *test_scenes()] if test_scenes() else ["--split", "test"]
-    if p.get("tuning_from", "scenes") == "same_scene":
-        a += ["--tuning-from", "same-scene", "--tuning-fraction", str(p.get("tuning_fraction", 0.3))]
-    elif d.get("tuning_scenes") is not None:
+    a = ["--scenes", *test_scenes(config)] if test_scenes(config) else ["--split", "test"]
+    if p["tuning_from"] == "same_scene":
+        a += ["--tuning-from", "same-scene", "--tuning-fraction", str(p["tuning_fraction"])]
+    elif d["tuning_scenes"] is not None:
         a += ["--tuning-scenes", *d["tuning_scenes"]]
     return a
-
-
-def all_rows():
-    return [f"{OUT}/rows/{f}/{e}/chunk{c}.parquet" for f, e in estimator_jobs() for c in CHUNKS]
-
 
 
 def _all_cores():
@@ -105,9 +61,6 @@ def _all_cores():
 
 
 ALL_CORES = _all_cores()
-TIMING = config.get("timing", {}).get("enabled", True)
-# estimators timed for Table 3 (config timing.estimators; default: every estimator), at their first setting
-TIMED = [e for e in (config.get("timing", {}).get("estimators") or config["estimators"]) if e in config["estimators"]]
 
 
 wildcard_constraints:

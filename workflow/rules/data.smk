@@ -1,4 +1,4 @@
-if config["data"].get("synth"):
+if config["data"]["synth"]:
 
     rule scenes:
         """The embedded default's tuning and test scenes (MegaDepth layout, renderer truth in <scene>/truth/)."""
@@ -98,7 +98,7 @@ rule train:
         coarse=f"{OUT}/train/weights/compact_coarse.pth",
         fine=f"{OUT}/train/weights/compact_fine.pth",
     params:
-        cfg=config.get("train", {}).get("config", "config/train.yaml"),
+        cfg=config["train"]["config"],
         outdir=lambda w, output: os.path.dirname(os.path.dirname(output.coarse)),
         weights=lambda w, output: os.path.dirname(output.coarse),
         root=lambda w: os.path.dirname(TRAIN_SCENES) if TRAIN_SCENES else ROOT,

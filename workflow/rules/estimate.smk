@@ -8,9 +8,9 @@ rule estimate:
         f"{OUT}/rows/{{features}}/{{estimator}}/chunk{{chunk}}.parquet",
     params:
         root=lambda w: ROOT,
-        cls=lambda w: estimator_spec(w.estimator)["cls"],
-        grid=lambda w: grid_arg(w.estimator),
-        options=lambda w: jdump(estimator_spec(w.estimator)["options"]),
+        cls=lambda w: PLAN.estimator_args(w.estimator)["cls"],
+        grid=lambda w: PLAN.estimator_args(w.estimator)["grid"],
+        options=lambda w: PLAN.estimator_args(w.estimator)["options"],
         foptions=lambda w: features_options(w.features),
         chunk=lambda w: f"{w.chunk}/{NCHUNKS}",
         maxpts=MAXPTS,

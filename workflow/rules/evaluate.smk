@@ -1,7 +1,7 @@
 rule evaluate:
     """Result rows -> evaluated rows (renderer-truth errors too on synthetic scenes) and failure rates."""
     input:
-        rows=all_rows(),
+        rows=PLAN.rows_files(),
         pairs=f"{OUT}/pairs.csv",
     output:
         rows=f"{EVAL}/rows.parquet",
@@ -64,7 +64,7 @@ rule tables:
         evaldir=lambda w, input: os.path.dirname(input.rows),
         t1=T1,
         foptions=features_options(T1),
-        boot=config["selection"].get("bootstrap", 1000),
+        boot=config["selection"]["bootstrap"],
         seed=SEED,
     log:
         f"{OUT}/logs/tables.log",
@@ -119,7 +119,7 @@ rule timing_stages:
         root=lambda w: ROOT,
         features=T1,
         foptions=features_options(T1),
-        n=config.get("timing", {}).get("n_pairs", 10),
+        n=PLAN.timing_pairs,
         maxpts=MAXPTS,
         seed=SEED,
     threads: ALL_CORES
@@ -149,8 +149,8 @@ rule timing_estimator:
         maps=lambda w, input: os.path.dirname(input.manifests[0]),
         features=T1,
         foptions=features_options(T1),
-        spec=lambda w: jdump({w.estimator: estimator_spec(w.estimator)}),
-        n=config.get("timing", {}).get("n_pairs", 10),
+        spec=lambda w: PLAN.timing_spec(w.estimator),
+        n=PLAN.timing_pairs,
         maxpts=MAXPTS,
         seed=SEED,
     threads: ALL_CORES
