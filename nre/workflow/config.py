@@ -270,10 +270,11 @@ def semantic_problems(config: dict, check_files: bool = True) -> list[tuple[str,
 
     out = []
     feats = config.get("features") or {}
-    if config.get("table1_features") not in feats:
-        out.append(
-            ("table1_features", f"{config.get('table1_features')!r} is not one of features ({', '.join(feats)})")
-        )
+    t1 = config.get("table1_features")
+    for i, name in enumerate(t1 if isinstance(t1, list) else [t1]):
+        if name not in feats:
+            key = f"table1_features[{i}]" if isinstance(t1, list) else "table1_features"
+            out.append((key, f"{name!r} is not one of features ({', '.join(feats)})"))
     for name, entry in feats.items():
         entry = entry or {}
         try:

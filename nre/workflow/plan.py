@@ -2,7 +2,8 @@
 which jobs exist, and what the evaluation needs to know about each estimator (display name, parameter units,
 stages, Table 2 membership). The Snakemake rules read it and only wire.
 
-- Table 1: every estimator on the ``table1_features`` backend.
+- Table 1: every estimator on the ``table1_features`` backend(s) (one Table 1 per backend); the first is the
+  primary one (Fig. 4 pictures, Table 3 timing).
 - Table 2 / Fig. 5: every estimator whose class is coarse-to-fine NRE (``TABLE2_CLASSES``, whatever its key) also
   runs on every other backend.
 - Presets (``preset: paper``) are folded into the options here, so a job receives explicit options only.
@@ -101,7 +102,9 @@ class Plan:
         self.n_chunks = int(config["chunks"])
         self.chunks = list(range(self.n_chunks))
         self.max_points = int(config["max_points"])
-        self.table1_features = config["table1_features"]
+        t1 = config["table1_features"]
+        self.table1 = list(t1) if isinstance(t1, list) else [t1]  # every Table 1 backend
+        self.table1_features = self.table1[0]  # the primary one
         self.eval_dir = f"{self.out}/eval"
         self.estimators = {k: estimator_entry(k, v) for k, v in config["estimators"].items()}
         self.features = {k: features_options(k, v) for k, v in config["features"].items()}
@@ -145,7 +148,7 @@ class Plan:
         units, final stage and Table 2 membership, the reference and the Table 1 backend."""
         return {
             "reference": self.reference,
-            "table1_features": self.table1_features,
+            "table1_features": self.table1,
             "estimators": {
                 k: {
                     "label": e.label,

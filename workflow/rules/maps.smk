@@ -10,9 +10,9 @@ rule maps:
         maxpts=MAXPTS,
         seed=SEED,
         outdir=lambda w: f"{OUT}/maps/{w.features}",
-        # only the Table 1 backend feeds the RE estimators; on the others only coarse-to-fine NRE runs, which
+        # only the Table 1 backends feed the RE estimators; on the others only coarse-to-fine NRE runs, which
         # needs the coarse maps and computes its own fine windows: no dense-level matches, no fine features here
-        matches=lambda w: [] if w.features == T1 else ["--no-matches"],
+        matches=lambda w: [] if w.features in PLAN.table1 else ["--no-matches"],
     threads: 2
     resources:
         gpu=lambda w: int(backend_uses_gpu(w.features)),  # networks: 1 (SLURM: --gpus=1); dense SIFT: 0
