@@ -22,7 +22,7 @@ from pathlib import Path
 
 TABLE2_CLASSES = ("nre_c2f",)  # estimators compared across feature backends (Table 2, Fig. 5)
 REFERENCE_CLASS = "nre_single"  # Table 1's reference row unless the config names one
-OPERATIONAL_KEYS = ("out", "chunks", "regress", "timing", "figures", "train")  # change no result
+OPERATIONAL_KEYS = ("name", "out", "chunks", "regress", "timing", "figures", "train")  # change no result
 
 
 def jdump(obj) -> str:
@@ -120,11 +120,9 @@ class Plan:
     # ------------------------------------------------------------------------------------------------ jobs
     @property
     def jobs(self) -> list[tuple[str, str]]:
-        """(features, estimator key): every estimator on the Table 1 backend; Table 2's on every other one."""
-        jobs = [(self.table1_features, k) for k in self.estimators]
-        jobs += [
-            (f, k) for k, e in self.estimators.items() if e.table2 for f in self.features if f != self.table1_features
-        ]
+        """(features, estimator key): every estimator on the Table 1 backends; Table 2's on every other one."""
+        jobs = [(f, k) for f in self.table1 for k in self.estimators]
+        jobs += [(f, k) for k, e in self.estimators.items() if e.table2 for f in self.features if f not in self.table1]
         return jobs
 
     def rows_files(self) -> list[str]:
