@@ -7,10 +7,9 @@ Robust losses on the squared residual norm s, with scale c: ``cauchy`` c^2 ln(1 
 s c^2 / (s + c^2), ``huber`` s if s <= c^2 else 2 c sqrt(s) - c^2. Descriptors are the backend's raw (unit)
 descriptors, before the softmax temperature.
 
-Tested (tests/test_fpr.py): from a start 5.5 deg off, FPR reaches the true pose within 0.05 deg when the source
-descriptors are the target's own at the true reprojections (the minimum of Eq. 12 is then the truth); with dense SIFT
-of another view of a textured plane it stops 0.4-0.5 deg away, where Eq. 12 itself is minimal (dense SIFT is not
-viewpoint invariant): the cost there is lower than at the truth.
+Tested (tests/test_fpr.py): FPR reaches the true pose when the source descriptors are the target's own at the true
+reprojections (the minimum of Eq. 12 is then the truth); with dense SIFT of another view it stops where Eq. 12 itself
+is minimal, near but not at the truth (dense SIFT is not viewpoint invariant; docs/results-log.md).
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ def bilinear_with_gradient(fmap: np.ndarray, xy: np.ndarray, channels_last: bool
 def _bilinear_hwd(fmap: np.ndarray, xy: np.ndarray):
     """``bilinear_with_gradient`` on an (h, w, D) map, gradients as two (N, D) arrays (gx, gy): the hot path of
     FPR. The corners are gathered by flat row index from the (h w, D) view (one ``take`` per corner): the same bits
-    as 2-D fancy indexing, 1.17x faster on the default's fine map (scripts/bench_fpr.py)."""
+    as 2-D fancy indexing, faster (scripts/bench_fpr.py, docs/results-log.md)."""
     h, w, D = fmap.shape
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1) & np.isfinite(xy).all(1)
     x = np.clip(np.nan_to_num(xy[:, 0]), 0, w - 1 - 1e-6)

@@ -16,10 +16,10 @@ Pinned differences between libraries (recorded in each result's diagnostics):
   return different results on identical calls even with ``cv2.setRNGSeed``.
 - MAGSAC++ (``USAC_MAGSAC``) marginalises over noise scales, so its threshold is not an inlier/outlier decision
   during the search: it bounds the scales and sets the returned inlier set, on which OpenCV polishes the final pose
-  (measured here: the pose changes between 1, 2 and 4 px and no more above the noise). It is still swept.
+  (so the pose stops changing with it above the noise level). It is still swept.
   pymagsac has no absolute-pose solver (it offers fundamental/essential matrix and homography only).
 - Above the noise level (same inlier set) the poses of OpenCV's three USAC variants and pycolmap no longer change
-  with the threshold; poselib's still do, slightly (measured on synthetic matches: 0.033 -> 0.025 deg, 4 -> 24 px).
+  with the threshold; poselib's still do, slightly (docs/results-log.md).
 - RANSAC libraries return a pose even for pure outliers (3-4 "inliers"): ``low_support`` flags results with fewer than
   ``min_inliers`` inliers; the pose is still scored unless ``fail_on_low_support`` is set.
 """

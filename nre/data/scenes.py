@@ -190,7 +190,7 @@ def _walk_images(path: Path, buf) -> None:
 def _walk_points(path: Path, buf) -> None:
     n, p, size = _header_count(path, buf, _POINT_HEAD), 8, len(buf)
     unpack = _U64.unpack_from
-    for i in range(n):  # ~0.9 s per million points: once per scene and process (load_scene is cached)
+    for i in range(n):  # a Python loop over the points: once per scene and process (load_scene is cached)
         if p + _POINT_HEAD > size:
             raise _corrupt(path, f"point {i} at byte {p} runs past the end ({size} bytes)")
         length = unpack(buf, p + 43)[0]

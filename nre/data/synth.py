@@ -67,7 +67,7 @@ PRESETS = {
 # Version of what this module generates. Bump it with any change that alters generated scenes (images, SfM models,
 # truth): committed references made on generated scenes record it (results/*/provenance.json, "synth_generator"),
 # and tests/test_regress.py then fails until each of them is rerun and updated, so no reference silently keeps
-# numbers from scenes the code no longer makes (results/features once did, after the scene-generation speed-up).
+# numbers from scenes the code no longer makes.
 GENERATOR_VERSION = 1
 
 
@@ -199,9 +199,8 @@ SIZES = [(640, 480), (640, 427), (576, 432), (480, 640), (512, 384)]
 
 # Camera placement around a landmark: views spread over an arc of SPAN (fraction of pi, uniform in the range) at
 # DISTANCE and HEIGHT (units), looking at a point near the landmark's centre, with a small roll (ROLL_SIGMA, rad).
-# Measured with scripts/check_difficulty.py (dense-SIFT argmax + poselib LO-RANSAC, failure = rotation error over
-# 10 deg; 240 pairs of 4 test scenes): span 0.6-1.0 and roll 0.05 -> easy 9%, hard 13% (too easy); span 0.8-1.3 and
-# roll 0.12 -> easy 10%, medium 19%, hard 34%.
+# The arc and roll are set so that the hard category is hard for RE estimators and the easy one easy
+# (scripts/check_difficulty.py; measurements in docs/results-log.md, "How hard the embedded default is").
 CAMERA_LAYOUT = {"span": (0.8, 1.3), "distance": (12.0, 26.0), "height": (1.5, 8.0), "roll_sigma": 0.12}
 
 

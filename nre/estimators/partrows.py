@@ -27,7 +27,7 @@ PART_VERSION = 1
 @functools.lru_cache(maxsize=8)
 def code_digest(*extra: str) -> str:
     """sha256 of the Python sources of ``nre`` and ``baselines`` (and of the ``extra`` files): a resumed job keeps
-    rows made by byte-identical code only (~70 files, a few ms)."""
+    rows made by byte-identical code only."""
     import importlib.util
 
     h = hashlib.sha256()

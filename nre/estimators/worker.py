@@ -10,7 +10,7 @@ estimator's call) and sends back ``fn``'s value. ``call(task, timeout_s)`` retur
 - ``("died", reason)`` when the child died (``os._exit``, a segfault, the OOM killer): reason ``worker died: exit
   code 3`` or ``worker died: exit code -11 (SIGSEGV)``.
 
-After a time-out or a death the next call forks a fresh child, so one bad task costs one fork (a few ms) and the
+After a time-out or a death the next call forks a fresh child, so one bad task costs one fork and the
 state the child had built (e.g. a feature memo, modules it imported lazily); the common case costs two pipe
 messages per task. The fork start method keeps what the parent loaded (imports, scene index, the estimator), so the
 parent must set everything up and compute nothing itself: forking a process that has run multi-threaded OpenMP work

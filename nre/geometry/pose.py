@@ -64,8 +64,8 @@ def R_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
 
     Markley's method: build the quaternion from the largest of trace(R), R_00, R_11, R_22 (never a small
     denominator, exact at 180 degrees), then normalise. Equal to scipy's ``Rotation.from_matrix`` to rounding
-    (tested); done here because importing scipy.spatial.transform cost every job ~0.7 s (measured on the
-    loaded 2-core machine)."""
+    (tested); done here to keep the import of scipy.spatial.transform, a noticeable start-up cost, out of every job
+    (docs/results-log.md)."""
     m = np.asarray(R, dtype=float).reshape(3, 3)
     tr = m[0, 0] + m[1, 1] + m[2, 2]
     c = int(np.argmax([m[0, 0], m[1, 1], m[2, 2], tr]))

@@ -38,9 +38,8 @@ Coarse maps are stored with offsets int32, cells uint16 (grids of at most 65536 
 Dense-level maps are computed in chunks of points by ``nre.maps.dense.dense_maps`` and reduced to their argmax on the
 fly: memory stays at chunk x cells. Non-finite maps (e.g. a temperature so small that the logits overflow) are an
 error naming the pair, never a cache of garbage argmaxes. Descriptors are not cached: estimators that need them
-recompute them lazily through ``PairFeatures``. Size at 1000 points, dsift defaults, 640 x 480: 0.07 MB
-(scripts/bench_maps.py; 0.1-0.35 MB on the quick preset at temperature 0.02, where more cells stay under the
-truncation). Budget: 2 MB (tested).
+recompute them lazily through ``PairFeatures``. Budget: 2 MB per pair at 1000 points (tested; measured sizes in
+docs/results-log.md, ``scripts/bench_maps.py`` measures them).
 """
 
 from __future__ import annotations
@@ -94,8 +93,7 @@ def _camera_digest(cam) -> str:
 
 def input_digests(pair: PairData) -> dict:
     """sha256 of what a (capped) pair's maps are computed from: both image files' bytes, the 3D points, the source
-    camera and pose (where the query descriptors are sampled) and the target camera. Reads the two image files
-    (~0.2 ms each for the default's JPEGs)."""
+    camera and pose (where the query descriptors are sampled) and the target camera. Reads the two image files."""
     out = {}
     for side in ("source", "target"):
         path = Path(getattr(pair, f"{side}_image"))

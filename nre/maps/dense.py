@@ -216,10 +216,10 @@ def padded_matmul(a: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
     """``a @ b`` computed as the first ``len(a)`` rows of a product with ``rows`` rows (``a`` zero-padded).
 
     Chunked loops use it so that every chunk, the short last one included, is one product of the same shape.
-    BLAS picks its kernel by shape and thread count: measured with torch 2.13's MKL (AVX2), a product with 1-3
-    rows differs in the last bits from the same rows inside a 256-row product, and one with 5-7 or 9-11 rows
-    also differs between 1 and 2 threads. Full-shape products agree bit for bit at 1, 2 and 4 threads, so a
-    padded last chunk makes the maps independent of the thread count (``--cores``) and of where chunks end."""
+    BLAS picks its kernel by shape and thread count, so a product of a few rows can differ in the last bits from the
+    same rows inside a full-shape product, and between thread counts (docs/results-log.md, "Determinism of the
+    maps"); full-shape products agree bit for bit across thread counts (tests/test_maps.py), so a padded last chunk
+    makes the maps independent of the thread count (``--cores``) and of where chunks end."""
     import torch
 
     m = a.shape[0]

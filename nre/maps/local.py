@@ -9,7 +9,7 @@ coarse cell of fine cell q (a coarse cell covers (coarse_stride / fine_stride)^2
 mass of the window's footprint (``window_mass``, ``mass_region="window"``) and the local softmax stands for the
 conditional, then m_n softmax_window(q) IS the dense fine map's probability of q (tested on known descriptors):
 ``"mass"`` (k = 0) is the exact pmf, truncated where the dense map would be. Dividing by S (``"side"``, k = 1, what
-the reference implementation does) or by the S^2 window cells (``"cells"``, k = 2, our former default) makes every
+the reference implementation does) or by the S^2 window cells (``"cells"``, k = 2, the default) makes every
 local probability S or S^2 times smaller than the dense map's: the same as truncating the dense map at
 ln(|Omega-ring| / S^k), i.e. a stricter outlier threshold (2.8 or 5.5 nats fewer gain for S = 16), not a
 normalisation. In the reference's geometry (stride-16 coarse, stride-2 fine, S = 16) the window's footprint is
@@ -17,17 +17,11 @@ exactly the 2 x 2 coarse cells around the reprojection (``coarse_mass``, ``mass_
 strides (coarse 8 or 16, fine 4) the 64-pixel window covers 8 x 8 or 4 x 4 coarse cells, of which "corners" takes
 the central 2 x 2: a smaller mass, another (stricter) gate.
 
-Measured (``scripts/c2f_stages.py``, the same 80 hard default test pairs, fine GNC from the coarse GNC pose, coarse
-sigmas 1 .. 0.6; R>10 deg failures): dsift coarse stride 8: cells 0.463, side 0.463, mass 0.475 (mass over the
-window's footprint 0.475, and 6 pairs worse at R>2 than side, none better: McNemar p = 0.03); dsift stride 16:
-cells 0.588, side 0.650, mass 0.675; nre_compact (coarse net on the 2x image): cells 0.338, side 0.375; nre_compact
-at stride 16: cells 0.600, side 0.688. Over these four, side fails at R>10 where cells does not on 17 pairs, the
-converse on 2 (the dense-map-like scalings recover fewer wrong coarse poses: their outlier cells survive). Started
-at the true pose (the fine objective alone, dsift stride 8, R>2 / R>10): cells 0.212 / 0.075, side 0.125 / 0.013,
-mass 0.100 / 0.000: S^2 truncates every fine cell of points with little coarse mass, and from the truth that costs.
-The estimator starts from the coarse pose, so the default stays ``"cells"`` with ``"corners"`` (a deliberate,
-stricter outlier threshold, not a normalisation); ``local_norm="side"`` is the reference's formula, ``"mass"`` with
-``mass_region="window"`` the exact pmf.
+Why ``"cells"`` with ``"corners"`` is the default (a deliberate, stricter outlier threshold, not a normalisation):
+the estimator starts the fine stage from the coarse pose, and from there the dense-map-like scalings recover fewer
+wrong coarse poses, since their outlier cells survive; started at the true pose, S^2 costs something instead, as it
+truncates every fine cell of points with little coarse mass (measurements: docs/results-log.md, "Fig. 5 stage by
+stage"). ``local_norm="side"`` is the reference's formula, ``"mass"`` with ``mass_region="window"`` the exact pmf.
 
 Windows are S x S fine cells (default S = 16 as in the reference; the paper says 64 x 64), centred on the coarse
 reprojection: the window's centre ((S - 1) / 2 cells from its origin) is within half a cell of the reprojection, not
@@ -73,8 +67,8 @@ def descriptor_window_logprob(
     """Local log-softmax maps (M, size, size) of source descriptors on windows of the target map.
 
     The logits of a chunk of points on the whole target map are one matrix product, from which each point's
-    window is gathered: measured 4x faster than gathering (D, size, size) descriptor windows (1000 points,
-    160 x 120 x 128 map, 16-cell windows, one thread: 0.13 vs 0.52 s); chunks hold ``chunk_elems`` logits."""
+    window is gathered: faster than gathering (D, size, size) descriptor windows (docs/results-log.md); chunks hold
+    ``chunk_elems`` logits."""
     D, h, w = tgt.shape
     out = np.empty((len(src), size, size), np.float32)
     ar = torch.arange(size)

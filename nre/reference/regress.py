@@ -2,11 +2,12 @@
 
 The reference holds the evaluation's failure rates (``failure_rates.csv``), the summary (``summary.csv``: median
 errors and AUC of each estimator's selected setting), the tables and figures, the per-pair rows (``rows.parquet``)
-and ``provenance.json``: hashes of the config file and of the pair table, and the library versions.
+and ``provenance.json``: the digest of the study the config describes (``study_sha256``, ``study_hash``), the hash
+of the pair table, the scene generator's version for generated scenes, and the library versions.
 
 Checks, in order (each failure names what to do):
-1. stale reference: the reference's config hash no longer matches the config file (the config changed and the
-   reference was not updated on purpose);
+1. stale reference: the reference's study digest no longer matches the config's (the config or a code default of
+   what it runs changed and the reference was not updated on purpose);
 2. different pairs: the run's pair table is not the reference's (data or pair sampling changed);
 3. per-metric tolerances (``TOLERANCES``), on every cell of the reference (a cell missing from the run fails too):
    - failure rates (``t>X``, ``R>Xdeg``, ``mean_failure``) of every (features, estimator, params, stage, split,
@@ -18,14 +19,13 @@ Checks, in order (each failure names what to do):
      ranks), widened by ``median_abs + median_rel x |bound|`` for the drift of all the others; without per-pair
      errors, ``median_abs + median_rel x |reference|``;
    - AUC of the summary: ``flips / n`` (one pair's curve step).
-   Default: one pair may flip per cell, medians' band ends may drift by 0.5% + 0.001. Measured
-   (``scripts/codepath_variation.sh``, README): repeated runs on one machine are bit-identical (every random choice
-   is seeded), and so are runs with other chunk sizes and --cores (tests/test_workflow.py); across CPUs and code
-   paths (torch's ATen kernels AVX-512 / AVX2 / default, MKL's CBWR branch, OpenBLAS' Haswell kernels, OpenCV without
-   AVX-512, scenes regenerated under them, and two machines) up to 99% of the quick rows change in their last
-   digits, a few by more than 0.01 deg, and at most one pair flips per cell. With these tolerances a 0.1 deg
-   worse rotation of any single estimator on every pair of the quick config is caught (tests/test_regress.py).
-   ``gc_ransac`` (OpenCV USAC_ACCURATE) is not bit-reproducible run to run: 2 flips.
+   Default: one pair may flip per cell, medians' band ends may drift by 0.5% + 0.001. Why: repeated runs on one
+   machine are bit-identical (every random choice is seeded), and so are runs with other chunk sizes and --cores
+   (tests/test_workflow.py); across CPUs and code paths the libraries pick other kernels, most rows change in their
+   last digits and a pair may flip (measured with ``scripts/codepath_variation.sh``: docs/results-log.md,
+   "Regression tolerances"). These tolerances still catch a 0.1 deg worse rotation of any single estimator on every
+   pair of the quick config (tests/test_regress.py). ``gc_ransac`` (OpenCV USAC_ACCURATE) is not bit-reproducible
+   run to run: 2 flips.
 ``variation(dirs)`` measures the largest difference of every metric between repeated runs, and with their rows the
 largest number of pairs flipped in one cell (``pair_flips``): rerun a config a few times or under code-path variants
 and pass the evaluation folders to set the tolerances from measurements (``nre regress --measure``).
@@ -295,8 +295,8 @@ def pair_table_difference(reference_csv, current_csv) -> str:
     """ "" when two pair tables hold the same pairs (ids, scenes, images, category, split, in order) and their
     measurements agree within ``PAIR_NUMERIC_RTOL``; else what differs. Not a byte comparison: scenes regenerated on
     another CPU carry SfM models that differ in their last digits (OpenBLAS picks its kernels at run time), which
-    moved the default's viewpoint distances by up to 2e-4 (relative) and 7 of 3300 covisible counts by a point or
-    two, with the same pairs and categories."""
+    moves viewpoint distances and covisible counts slightly, with the same pairs and categories
+    (docs/results-log.md, "Regression tolerances")."""
     a, b = pd.read_csv(reference_csv), pd.read_csv(current_csv)
     if len(a) != len(b):
         return f"{len(b)} pairs instead of {len(a)}"
@@ -470,7 +470,7 @@ def update(reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = 
     """Deliberately replace the reference with the current run (old files of the reference are removed).
 
     ``rows``: ``full`` copies every result row (``rows.parquet``: poses, diagnostics, versions); ``errors`` writes
-    only the per-pair errors (``errors.parquet``, float32, zstd: ~10x smaller); ``auto`` = full up to
+    only the per-pair errors (``errors.parquet``, float32, zstd: far smaller); ``auto`` = full up to
     MAX_FULL_ROWS_MB, else errors (the embedded default's 3300 pairs x ~70 rows)."""
     if rows not in ("auto", "full", "errors"):
         raise ValueError(f"rows must be auto, full or errors, got {rows!r}")

@@ -29,7 +29,7 @@ from nre.maps.dense import SparseLossMaps
 
 def _project_many(cam: Camera, R: np.ndarray, t: np.ndarray, X: np.ndarray):
     """Pixels (K, N, 2) float32 and in-front mask (K, N) of N world points under K poses."""
-    # batched matmul (K, 3, 3) @ (3, N): ~17x faster than the equivalent einsum (measured, 1000 x 1000)
+    # batched matmul (K, 3, 3) @ (3, N): far faster than the equivalent einsum (docs/results-log.md)
     Xc = R.astype(np.float32) @ np.ascontiguousarray(X.T, dtype=np.float32)
     Xc += t.astype(np.float32)[:, :, None]
     z = Xc[:, 2]
@@ -55,8 +55,8 @@ def _map_chunks(fn, starts) -> list:
     """``[fn(s) for s in starts]``, the chunks spread over torch's thread count by Python threads, each running
     torch single-threaded (torch ops release the GIL). Each chunk is ~20 small element-wise ops: torch's own
     intra-op threading synchronises both threads at every op, which on a shared, loaded machine stalls on a
-    descheduled thread (measured 0.5-0.75 s vs 0.10-0.18 s for 6500 poses x 1000 maps at load 7 on 2 cores; equal
-    results, bit for bit). The thread count is restored afterwards."""
+    descheduled thread (docs/results-log.md); the results are the same, bit for bit. The thread count is restored
+    afterwards."""
     starts = list(starts)
     n = torch.get_num_threads()
     if n <= 1 or len(starts) < 2:
@@ -74,8 +74,7 @@ class DenseTableScorer:
 
     The maps are laid out as a table of bilinear cells (the 4 corner gains trunc - L per entry, "out" corners 0),
     over each map's bounding box of stored cells only. Scoring is bound by gathers into that table, so it is stored
-    in float16 by default (the map cache stores losses in float16 anyway): half the memory traffic, measured 1.4x
-    faster than float32 for MSAC."""
+    in float16 by default (the map cache stores losses in float16 anyway): half the memory traffic of float32."""
 
     def __init__(
         self, maps: SparseLossMaps, points3d: np.ndarray, camera: Camera, chunk_elems: int = 250_000, dtype=np.float16
@@ -141,7 +140,7 @@ class DenseTableScorer:
             Q[:, 3] = P[sel + 1]
             del sel
         self.table = torch.from_numpy(Q)
-        # one 8- or 16-byte element per table entry: a flat index_select is ~4x cheaper than advanced indexing
+        # one 8- or 16-byte element per table entry: a flat index_select is cheaper than advanced indexing
         self._entries = self.table.view(torch.int64 if self.dtype == np.float16 else torch.complex128).view(-1)
         del P, Q
         col = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[:, None]  # noqa: E731
@@ -172,8 +171,8 @@ class DenseTableScorer:
 
         Layout: every (point, pose) array is (N, K), so consecutive look-ups of one point (over the poses of a chunk)
         stay inside that point's part of the table (cache-resident), and a look-up is a flat index_select of whole
-        4-corner entries. Measured on 5000 poses x 1000 synthetic 40 x 30 maps, one thread: 0.053 s of CPU vs 0.23 s
-        for a (K, N) layout over dense per-map tables with advanced indexing (table 0.34 vs 11.4 MB)."""
+        4-corner entries, faster than a (K, N) layout over dense per-map tables with advanced indexing and with a far
+        smaller table (docs/results-log.md)."""
         K = len(R)
         c, (sx, sy) = self.cam, self.scale
         if c.has_distortion:
@@ -275,8 +274,8 @@ class GaussianScorer:
             with np.errstate(over="ignore", invalid="ignore"):  # far / degenerate projections: inf or NaN, dropped
                 d2 = (u - self.xy[:, 0]) ** 2 + (v - self.xy[:, 1]) ** 2
                 d2 = np.where(valid & np.isfinite(d2), d2, np.float32(np.inf))  # behind the camera: no term
-            # dense float32 exponentials (measured faster than gathering the terms within 5 sigma: on a real
-            # 1000 px pair 60% of them are within 80 px), float64 sums over the points
+            # dense float32 exponentials (faster than gathering the terms within 5 sigma, which on real pairs are
+            # most of them: docs/results-log.md), float64 sums over the points
             for j, sig in enumerate(self.sigmas):
                 k = np.exp(d2 * np.float32(-0.5 / (sig * sig)))
                 k[d2 >= self.radius2[j]] = 0
