@@ -6,6 +6,8 @@
 - the JSON schema (workflow/schemas/config.schema.yaml), reported as its single most relevant error (not
   jsonschema's whole dump) with the key path; names (scenes, estimator and backend keys, ``name``) must match
   the schema's safe patterns, so they can never be read as shell syntax or leave a folder;
+- one scene source (``data.synth``, ``sfm`` or ``calibrated``); ``data.calibrated``'s keys of its format, its
+  folders and scenes on disk, the test / tuning scenes among them;
 - ``table1_features`` among ``features``; ``timing.estimators`` among ``estimators``; the selection metric among
   the rate columns the thresholds make;
 - every backend of ``features`` known, its option names known and its checkpoint files present
@@ -207,7 +209,49 @@ def semantic_problems(config: dict, check_files: bool = True) -> list[tuple[str,
     both = set(d.get("test_scenes") or []) & set(d.get("tuning_scenes") or [])
     if both:
         out.append(("data.tuning_scenes", f"scenes {sorted(both)} are also test scenes"))
+    out += data_source_problems(d, check_files)
     out += estimator_problems(ests)
+    return out
+
+
+_CALIBRATED_KEYS = {"strecha": ("root", "scenes"), "colmap": ("images", "model", "scene")}
+
+
+def data_source_problems(data: dict, check_files: bool = True) -> list[tuple[str, str]]:
+    """(key path, problem) of the scene source: at most one of data.synth / sfm / calibrated; data.calibrated's keys
+    of its format only and, with ``check_files``, its folders present, its scenes found and data.test_scenes /
+    tuning_scenes among them."""
+    out = []
+    sources = [k for k in ("synth", "sfm", "calibrated") if data.get(k)]
+    if len(sources) > 1:
+        out.append((f"data.{sources[1]}", f"data.{sources[0]} and data.{sources[1]} are exclusive (one scene source)"))
+    cal = data.get("calibrated")
+    if not cal or cal.get("format") not in _CALIBRATED_KEYS:
+        return out
+    fmt = cal["format"]
+    other = "colmap" if fmt == "strecha" else "strecha"
+    wrong = [k for k in _CALIBRATED_KEYS[other] if k in cal]
+    if wrong:
+        out.append((f"data.calibrated.{wrong[0]}", f"a key of format {other}, not {fmt}"))
+    if not check_files:
+        return out
+    if fmt == "colmap":
+        for k in ("images", "model"):
+            if not Path(cal[k]).is_dir():
+                out.append((f"data.calibrated.{k}", f"{cal[k]}: folder does not exist"))
+        found = [cal["scene"]]
+    else:
+        from nre.data.calibrated import list_strecha_scenes
+
+        try:
+            found = list_strecha_scenes(cal["root"], cal.get("scenes"))
+        except InputError as e:
+            key = "scenes" if cal.get("scenes") and Path(cal["root"]).is_dir() else "root"
+            return out + [(f"data.calibrated.{key}", str(e))]
+    for k in ("test_scenes", "tuning_scenes"):
+        unknown = sorted(set(data.get(k) or []) - set(found))
+        if unknown:
+            out.append((f"data.{k}", f"scenes {unknown} are not among data.calibrated's scenes ({', '.join(found)})"))
     return out
 
 

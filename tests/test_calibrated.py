@@ -1,14 +1,17 @@
 """Photographs with calibrated cameras (nre.data.calibrated, `nre scene`): the Strecha camera reader and its
 conventions, the scene build at fixed poses on the committed subset (tests/data/strecha_small: six fountain-P11
 photographs at 768 x 512 with their original 3072 x 2048 camera files), its consistency check against deliberately
-wrong conventions, and COLMAP input. One build of the subset takes ~7-10 s."""
+wrong conventions, COLMAP input, and config/strecha.yaml in the workflow. One build of the subset takes ~7-10 s."""
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from nre.cli import main
 from nre.data.calibrated import (
@@ -268,3 +271,57 @@ def test_colmap_model_with_trusted_poses(built, tmp_path):
     for im in res.images.values():
         np.testing.assert_allclose(im.cam_from_world().matrix(), ref[im.name].cam_from_world().matrix(), atol=1e-12)
     assert main(["scene", "colmap", str(images), str(tmp_path / "none"), str(out), "--scene", "x"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- the workflow
+def _strecha_config(tmp_path, calibrated=None, **data):
+    """config/strecha.yaml pointed at the committed subset (edits: ``calibrated`` keys, other data keys)."""
+    cfg = yaml.safe_load((REPO / "config" / "strecha.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    calibrated = {**cfg["data"]["calibrated"], "root": str(SMALL), **(calibrated or {})}
+    cfg["data"].update(root=str(tmp_path / "data"), calibrated=calibrated, **data)
+    path = tmp_path / "strecha.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _snakemake(*args):
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_strecha_config_dry_run_on_the_subset(tmp_path):
+    import shlex
+
+    p = _snakemake("-n", "-p", "--configfile", _strecha_config(tmp_path))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    stats = p.stdout.split("Job stats")[1]
+    assert "calibrated_scene        1" in stats and "estimate" in stats
+    cmds = [shlex.split(ln.split("Shell command: ", 1)[1]) for ln in p.stdout.splitlines() if "command: nre" in ln]
+    scene = next(c for c in cmds if c[:3] == ["nre", "scene", "strecha"])
+    assert scene[3:6] == [str(SMALL), str(tmp_path / "data"), "--scenes"] and scene[6] == "fountain-P11"
+    pairs = next(c for c in cmds if c[:2] == ["nre", "pairs"])
+    assert pairs[pairs.index("--scenes") + 1] == "fountain-P11" and "same-scene" in pairs
+    # the triangulated scenes are test scenes: no training on them
+    p = _snakemake("-n", "train", "--configfile", _strecha_config(tmp_path))
+    assert p.returncode != 0 and "test scenes" in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize(
+    "data, key, words",
+    [
+        ({"calibrated": {"root": "/nowhere"}}, "data.calibrated.root", "does not exist"),
+        ({"calibrated": {"scenes": ["castle-P30"]}}, "data.calibrated.scenes", "no scene castle-P30"),
+        ({"calibrated": {"model": "m"}}, "data.calibrated.model", "a key of format colmap"),
+        ({"calibrated": {"format": "colmap"}}, "data.calibrated", "'images' is a required property"),
+        ({"sfm": {"images": "x"}}, "data.calibrated", "data.sfm and data.calibrated are exclusive"),
+        ({"test_scenes": ["entry-P10"]}, "data.test_scenes", "not among data.calibrated's scenes"),
+    ],
+)
+def test_strecha_config_problems_are_one_line(data, key, words, tmp_path):
+    from nre.config_check import ConfigError, check_config
+
+    cfg = yaml.safe_load(Path(_strecha_config(tmp_path, **data)).read_text())
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg, "strecha.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"strecha.yaml: {key}: ") and words in msg and "\n" not in msg, msg

@@ -119,6 +119,8 @@ def test_the_committed_configs_pass():
         check_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
     md = yaml.safe_load((REPO / "config" / "megadepth.yaml").read_text())
     check_config(md, "megadepth.yaml", check_files=False)  # its official checkpoints are not in the repository
+    st = yaml.safe_load((REPO / "config" / "strecha.yaml").read_text())
+    check_config(st, "strecha.yaml", check_files=False)  # its photographs are outside the repository
 
 
 def test_shipped_configs_set_issue15_settings():
@@ -130,7 +132,7 @@ def test_shipped_configs_set_issue15_settings():
     from baselines import registry
 
     assert registry.get("re_gauss")().options["init"] == "one_hot"
-    for name in ("config.yaml", "quick.yaml", "sacre_coeur.yaml", "megadepth.yaml"):
+    for name in ("config.yaml", "quick.yaml", "sacre_coeur.yaml", "strecha.yaml", "megadepth.yaml"):
         cfg = yaml.safe_load((REPO / "config" / name).read_text())
         opts = (cfg["estimators"]["re_gauss"] or {}).get("options", {})
         assert {k: opts.get(k) for k in ("init", "schedule")} == {"init": "gaussian", "schedule": "single"}, name

@@ -1,5 +1,6 @@
 import os
 import json
+import re
 
 OUT = config["out"]
 ROOT = config["data"]["root"]
@@ -21,10 +22,21 @@ if SFM and not __import__("re").fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", SFM_S
         f"config: data.sfm: scene name {SFM_SCENE!r} (from the images folder) may only use letters, digits, _ . + -; "
         "set data.sfm.scene"
     )
+# {format: strecha, root, ...} or {format: colmap, images, model, scene, ...}: photographs with known cameras,
+# triangulated at the fixed poses into ROOT/<scene> (rule calibrated_scene); the scenes are listed at parse time
+CALIB = config["data"].get("calibrated")
+if CALIB and CALIB["format"] == "strecha":
+    from nre.data.calibrated import list_strecha_scenes
+
+    CALIB_SCENES = list_strecha_scenes(CALIB["root"], CALIB.get("scenes"))
+else:
+    CALIB_SCENES = [CALIB["scene"]] if CALIB else []
 if config["data"].get("synth"):
     SCENES = f"{ROOT}/scenes.yaml"
 elif SFM:
     SCENES = f"{ROOT}/{SFM_SCENE}/sfm/report.json"
+elif CALIB:
+    SCENES = [f"{ROOT}/{s}/triangulation/report.json" for s in CALIB_SCENES]
 else:
     SCENES = []
 TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"].get("synth") else []
@@ -61,8 +73,15 @@ def grid_arg(name):
 
 
 def test_scenes():
+    """data.test_scenes, else the scene of data.sfm, else data.calibrated's scenes that are not tuning scenes."""
     d = config["data"]
-    return d.get("test_scenes") or ([SFM_SCENE] if SFM else None)
+    if d.get("test_scenes"):
+        return d["test_scenes"]
+    if SFM:
+        return [SFM_SCENE]
+    if CALIB:
+        return [s for s in CALIB_SCENES if s not in (d.get("tuning_scenes") or [])]
+    return None
 
 
 from nre.data.tuning import check_tuning_source
@@ -71,11 +90,12 @@ check_tuning_source(config, test_scenes(), os.path.exists(f"{ROOT}/scenes.yaml")
 
 
 def train_input(wildcards):
-    """The real scenes `snakemake train` learns from; never photographs reconstructed by rule sfm (test scenes)."""
-    if SFM:
+    """The real scenes `snakemake train` learns from; never photographs reconstructed by rule sfm or triangulated
+    by rule calibrated_scene (test scenes)."""
+    if SFM or CALIB:
+        what = f"data.sfm scene {SFM_SCENE} is a test scene" if SFM else "data.calibrated scenes are test scenes"
         raise ValueError(
-            f"config: data.sfm scene {SFM_SCENE} is a test scene; train the features on other scenes "
-            "(config/train.yaml's data root), never on it"
+            f"config: {what}; train the features on other scenes (config/train.yaml's data root), never on them"
         )
     return SCENES
 
