@@ -20,7 +20,7 @@ def _common(p):
     p.add_argument("--max-image-size", type=int, default=None, help="downscale larger images (and cameras) first")
     p.add_argument("--max-features", type=int, default=8192, help="SIFT features per image")
     p.add_argument("--seed", type=int, default=0, help="seed of every RANSAC")
-    p.add_argument("--threads", type=int, default=1, help="threads (more is faster but not bit-reproducible)")
+    p.add_argument("--threads", type=int, default=1, help="threads (more is faster; reruns are bit-identical with 1)")
     p.add_argument("--max-median-error", type=float, default=1.0, help="check: median reprojection error bound (px)")
     p.add_argument("--max-p90-error", type=float, default=2.0, help="check: 90th percentile bound (px)")
     p.add_argument("--min-points", type=int, default=100, help="check: fewest 3D points")

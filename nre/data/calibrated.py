@@ -438,16 +438,21 @@ def triangulate_known_poses(
     ext.num_threads = threads
     ext.max_image_size = max(max(s) for s in sizes.values())  # features at the images' own resolution
     ext.sift.max_num_features = int(max_features)
-    for i, n in enumerate(names):
+    # one image per call shows progress; COLMAP spreads images (not one image) over threads, so with more threads
+    # all images go in one call
+    batches = [[n] for n in names] if threads == 1 else [names]
+    done = 0
+    for batch in batches:
         t1 = time.perf_counter()
         try:
             pycolmap.extract_features(
-                db_path, stage, image_names=[n], camera_mode=pycolmap.CameraMode.PER_IMAGE, reader_options=reader,
+                db_path, stage, image_names=batch, camera_mode=pycolmap.CameraMode.PER_IMAGE, reader_options=reader,
                 extraction_options=ext, device=pycolmap.Device.cpu,
             )  # fmt: skip
         except Exception as e:
-            raise InputError(f"{stage / n}: feature extraction failed ({type(e).__name__}: {e})") from None
-        log.info("scene %s: features %d/%d %s (%.1f s)", scene, i + 1, len(names), n, time.perf_counter() - t1)
+            raise InputError(f"{stage}: feature extraction of {batch[0]}... failed ({type(e).__name__}: {e})") from None
+        done += len(batch)
+        log.info("scene %s: features %d/%d %s (%.1f s)", scene, done, len(names), batch[-1], time.perf_counter() - t1)
     db = pycolmap.Database.open(db_path)
     try:
         rec = pycolmap.Reconstruction()
