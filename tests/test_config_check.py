@@ -119,6 +119,8 @@ def test_the_committed_configs_pass():
         check_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
     md = yaml.safe_load((REPO / "config" / "megadepth.yaml").read_text())
     check_config(md, "megadepth.yaml", check_files=False)  # its official checkpoints are not in the repository
+    st = yaml.safe_load((REPO / "config" / "strecha.yaml").read_text())
+    check_config(st, "strecha.yaml", check_files=False)  # its photographs are outside the repository
 
 
 def test_code_defaults_are_the_measured_settings_and_paper_is_a_preset():
@@ -138,7 +140,7 @@ def test_code_defaults_are_the_measured_settings_and_paper_is_a_preset():
         "coarse_stride": 16
     }
     assert default_options("nre_compact")["coarse_stride"] == 8
-    for name in ("config.yaml", "quick.yaml", "features.yaml", "sacre_coeur.yaml"):
+    for name in ("config.yaml", "quick.yaml", "features.yaml", "sacre_coeur.yaml", "strecha.yaml"):
         cfg = yaml.safe_load((REPO / "config" / name).read_text())
         for entry in list(cfg["features"].values()) + list(cfg["estimators"].values()):
             assert "preset" not in (entry or {}), name

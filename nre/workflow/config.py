@@ -6,6 +6,8 @@
 - the JSON schema (workflow/schemas/config.schema.yaml), reported as its single most relevant error (not
   jsonschema's whole dump) with the key path; names (scenes, estimator and backend keys, ``name``) must match
   the schema's safe patterns, so they can never be read as shell syntax or leave a folder;
+- one scene source (``data.synth``, ``sfm`` or ``calibrated``); ``data.calibrated``'s keys of its format, its
+  folders and scenes on disk, the test / tuning scenes among them;
 - ``table1_features`` among ``features``; ``timing.estimators`` among ``estimators``; the selection metric among
   the rate columns the thresholds make;
 - every backend of ``features`` known, its option names known and its checkpoint files present
@@ -314,11 +316,29 @@ def sfm_scene(config: dict) -> str | None:
     return sfm.get("scene") or os.path.basename(os.path.normpath(sfm["images"]))
 
 
+def calibrated_scenes(config: dict) -> list[str]:
+    """The scenes of ``data.calibrated`` (every scene folder of a Strecha root, or the one COLMAP scene)."""
+    cal = config["data"].get("calibrated")
+    if not cal:
+        return []
+    if cal["format"] == "strecha":
+        from nre.data.calibrated import list_strecha_scenes
+
+        return list_strecha_scenes(cal["root"], cal.get("scenes"))
+    return [cal["scene"]]
+
+
 def test_scenes(config: dict) -> list[str] | None:
-    """The test scenes a config names (``data.test_scenes``, or the ``data.sfm`` scene); None: the test split of
-    ROOT/scenes.yaml."""
+    """The test scenes a config names: ``data.test_scenes``, else the ``data.sfm`` scene, else the calibrated scenes
+    that are not tuning scenes; None: the test split of ROOT/scenes.yaml."""
     d = config["data"]
-    return d.get("test_scenes") or ([sfm_scene(config)] if d.get("sfm") else None)
+    if d.get("test_scenes"):
+        return d["test_scenes"]
+    if d.get("sfm"):
+        return [sfm_scene(config)]
+    if d.get("calibrated"):
+        return [s for s in calibrated_scenes(config) if s not in (d.get("tuning_scenes") or [])]
+    return None
 
 
 def data_problems(config: dict, check_files: bool = True) -> list[tuple[str, str]]:
@@ -328,8 +348,7 @@ def data_problems(config: dict, check_files: bool = True) -> list[tuple[str, str
 
     d, p = config.get("data") or {}, config.get("pairs") or {}
     out = []
-    if d.get("synth") and d.get("sfm"):
-        return [("data", "data.synth and data.sfm are exclusive (generated scenes or reconstructed photographs)")]
+    out += data_source_problems(d, check_files)
     if d.get("sfm"):
         scene = sfm_scene(config)
         if not re.fullmatch(SCENE_NAME, scene):
@@ -337,7 +356,7 @@ def data_problems(config: dict, check_files: bool = True) -> list[tuple[str, str
                         "digits, _ . + -; set data.sfm.scene"))  # fmt: skip
         if check_files and not Path(d["sfm"]["images"]).is_dir():
             out.append(("data.sfm.images", f"{d['sfm']['images']}: no such folder of photographs"))
-    elif not d.get("synth") and check_files and not Path(d.get("root", "")).is_dir():
+    elif not (d.get("synth") or d.get("calibrated")) and check_files and not Path(d.get("root", "")).is_dir():
         out.append(("data.root", f"{d.get('root')}: no such data folder (one folder per scene, MegaDepth layout)"))
     both = set(d.get("test_scenes") or []) & set(d.get("tuning_scenes") or [])
     if both:
@@ -358,6 +377,47 @@ def data_problems(config: dict, check_files: bool = True) -> list[tuple[str, str
                         f"{d.get('root')}/scenes.yaml does not exist). A single-scene run needs pairs.tuning_from: "
                         "same_scene (tuning pairs from a share of its images) or pairs.n_tuning: 0 (the fair "
                         "protocol then reports n/a)"))  # fmt: skip
+    return out
+
+
+_CALIBRATED_KEYS = {"strecha": ("root", "scenes"), "colmap": ("images", "model", "scene")}
+
+
+def data_source_problems(data: dict, check_files: bool = True) -> list[tuple[str, str]]:
+    """(key path, problem) of the scene source: at most one of data.synth / sfm / calibrated; data.calibrated's keys
+    of its format only and, with ``check_files``, its folders present, its scenes found and data.test_scenes /
+    tuning_scenes among them."""
+    out = []
+    sources = [k for k in ("synth", "sfm", "calibrated") if data.get(k)]
+    if len(sources) > 1:
+        out.append((f"data.{sources[1]}", f"data.{sources[0]} and data.{sources[1]} are exclusive (one scene source)"))
+    cal = data.get("calibrated")
+    if not cal or cal.get("format") not in _CALIBRATED_KEYS:
+        return out
+    fmt = cal["format"]
+    other = "colmap" if fmt == "strecha" else "strecha"
+    wrong = [k for k in _CALIBRATED_KEYS[other] if k in cal]
+    if wrong:
+        out.append((f"data.calibrated.{wrong[0]}", f"a key of format {other}, not {fmt}"))
+    if not check_files:
+        return out
+    if fmt == "colmap":
+        for k in ("images", "model"):
+            if not Path(cal[k]).is_dir():
+                out.append((f"data.calibrated.{k}", f"{cal[k]}: folder does not exist"))
+        found = [cal["scene"]]
+    else:
+        from nre.data.calibrated import list_strecha_scenes
+
+        try:
+            found = list_strecha_scenes(cal["root"], cal.get("scenes"))
+        except InputError as e:
+            key = "scenes" if cal.get("scenes") and Path(cal["root"]).is_dir() else "root"
+            return out + [(f"data.calibrated.{key}", str(e))]
+    for k in ("test_scenes", "tuning_scenes"):
+        unknown = sorted(set(data.get(k) or []) - set(found))
+        if unknown:
+            out.append((f"data.{k}", f"scenes {unknown} are not among data.calibrated's scenes ({', '.join(found)})"))
     return out
 
 

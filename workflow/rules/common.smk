@@ -1,7 +1,8 @@
 # Names every rule uses, all from the job plan (nre.workflow.plan.Plan) and the config with its defaults filled in.
 import os
+import re
 
-from nre.workflow.config import sfm_scene, test_scenes
+from nre.workflow.config import calibrated_scenes, sfm_scene, test_scenes
 from nre.workflow.plan import jdump
 
 OUT = PLAN.out
@@ -16,10 +17,16 @@ EVAL = PLAN.eval_dir
 FIG4 = [f"{EVAL}/fig4_maps_{i}.png" for i in range(PLAN.map_pictures)]  # Fig. 4 map pictures
 SFM = config["data"]["sfm"]  # {images, scene, ...}: the scene is reconstructed from photographs (rule sfm)
 SFM_SCENE = sfm_scene(config)
+# {format: strecha, root, ...} or {format: colmap, images, model, scene, ...}: photographs with known cameras,
+# triangulated at the fixed poses into ROOT/<scene> (rule calibrated_scene); the scenes are listed at parse time
+CALIB = config["data"].get("calibrated")
+CALIB_SCENES = calibrated_scenes(config) if CALIB else []
 if config["data"]["synth"]:
     SCENES = f"{ROOT}/scenes.yaml"
 elif SFM:
     SCENES = f"{ROOT}/{SFM_SCENE}/sfm/report.json"
+elif CALIB:
+    SCENES = [f"{ROOT}/{s}/triangulation/report.json" for s in CALIB_SCENES]
 else:
     SCENES = []
 TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"]["synth"] else []
@@ -32,11 +39,12 @@ def features_options(name):
 
 
 def train_input(wildcards):
-    """The real scenes `snakemake train` learns from; never photographs reconstructed by rule sfm (test scenes)."""
-    if SFM:
+    """The real scenes `snakemake train` learns from; never photographs reconstructed by rule sfm or triangulated
+    by rule calibrated_scene (test scenes)."""
+    if SFM or CALIB:
+        what = f"data.sfm scene {SFM_SCENE} is a test scene" if SFM else "data.calibrated scenes are test scenes"
         raise ValueError(
-            f"config: data.sfm scene {SFM_SCENE} is a test scene; train the features on other scenes "
-            "(config/train.yaml's data root), never on it"
+            f"config: {what}; train the features on other scenes (config/train.yaml's data root), never on them"
         )
     return SCENES
 

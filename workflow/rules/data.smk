@@ -62,6 +62,48 @@ if SFM:
             " --threads {threads} {params.extra:q} --overwrite --report {output.report:q} > {log:q} 2>&1"
 
 
+if CALIB:
+
+    rule calibrated_scene:
+        """One scene of data.calibrated triangulated at its known cameras (nre scene: SIFT, exhaustive matching,
+        triangulation at the fixed poses, no SfM) into ROOT/<scene>, MegaDepth layout; fails when the model does
+        not fit the cameras. Single-threaded by default: the model is then the same bit for bit on a rerun."""
+        output:
+            report=f"{ROOT}/{{scene}}/triangulation/report.json",
+            model=[f"{ROOT}/{{scene}}/sparse/{f}.bin" for f in ("cameras", "images", "points3D")],
+        wildcard_constraints:
+            scene="|".join(re.escape(s) for s in CALIB_SCENES),
+        params:
+            source=(
+                ["strecha", CALIB["root"]]
+                if CALIB["format"] == "strecha"
+                else ["colmap", CALIB["images"], CALIB["model"]]
+            ),
+            root=lambda w: ROOT,
+            select=lambda w: ["--scenes" if CALIB["format"] == "strecha" else "--scene", w.scene],
+            seed=CALIB.get("seed", SEED),
+            extra=[
+                w
+                for k, flag in (
+                    ("max_image_size", "--max-image-size"),
+                    ("max_features", "--max-features"),
+                    ("min_points", "--min-points"),
+                    ("max_median_error_px", "--max-median-error"),
+                    ("max_p90_error_px", "--max-p90-error"),
+                )
+                if k in CALIB
+                for w in (flag, str(CALIB[k]))
+            ],
+        threads: CALIB.get("threads", 1)
+        log:
+            f"{OUT}/logs/scene_{{scene}}.log",
+        conda:
+            ENV
+        shell:
+            "nre scene {params.source:q} {params.root:q} {params.select:q} --seed {params.seed:q}"
+            " --threads {threads} {params.extra:q} --overwrite > {log:q} 2>&1"
+
+
 rule pairs:
     input:
         SCENES,
