@@ -20,6 +20,7 @@ import pandas as pd
 
 from nre.data.pairdata import PAIR_ID_RE, PairData
 from nre.data.scenes import Scene, SceneError, list_scenes, load_scene
+from nre.errors import FileFormatError
 from nre.geometry import rotation_angle_deg
 from nre.seeding import rng_for
 
@@ -316,6 +317,25 @@ def external_pairs(
     df["category"] = assign_categories(df["distance"].to_numpy())
     df["split"] = split
     return df[COLUMNS]
+
+
+# names read as text: a scene called 0016 must not become the number 16
+TEXT_COLUMNS = {"pair_id": str, "scene": str, "source": str, "target": str}
+
+
+def read_pair_table(path: str | Path, required: tuple[str, ...] = ("pair_id",)) -> pd.DataFrame:
+    """A pair table (CSV, from ``nre pairs``), ids and names as text. A missing file or a folder is an OSError
+    naming it; a file that is not a CSV table with the ``required`` columns a ``FileFormatError`` naming it."""
+    try:
+        df = pd.read_csv(path, dtype=TEXT_COLUMNS)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileFormatError(f"{path}: not a pair table (CSV): {reason}") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        shown = ", ".join(map(str, list(df.columns)[:8])) + (", ..." if len(df.columns) > 8 else "")
+        raise FileFormatError(f"{path}: not a pair table: no column {', '.join(missing)} (columns: {shown})")
+    return df
 
 
 @functools.lru_cache(maxsize=4)
