@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from nre.cli import main
+from nre.data.pairs import build_pair_table
+from nre.errors import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO / "tests" / "data" / "sacre_coeur_small" / "images"
@@ -81,8 +83,8 @@ def test_same_scene_tuning_pairs_share_no_image(scene_root, tmp_path):
     from nre.data.pairs import split_images
 
     out = tmp_path / "pairs.csv"
-    args = ["pairs", "--root", str(scene_root), "--scenes", "sc", "--n-pairs", "50", "--n-tuning", "50"]
-    assert main([*args, "--tuning-from", "same-scene", "--tuning-fraction", "0.4", "--out", str(out)]) == 0
+    args = dict(root=scene_root, scenes=["sc"], n_pairs=50, n_tuning=50, tuning_from="same-scene", out=out)
+    build_pair_table(**args, tuning_fraction=0.4)
     df = pd.read_csv(out)
     test, tun = df[df.split == "test"], df[df.split == "tuning"]
     assert len(test) and len(tun)
@@ -96,8 +98,8 @@ def test_same_scene_tuning_pairs_share_no_image(scene_root, tmp_path):
     assert len(split_images(names, 0.3, 0, "s")["tuning"]) == 3
     with pytest.raises(ValueError, match="cannot be split"):
         split_images(names[:3], 0.5, 0, "s")
-    with pytest.raises(SystemExit, match="drop --tuning-scenes"):
-        main([*args, "--tuning-from", "same-scene", "--tuning-scenes", "x", "--out", str(out)])
+    with pytest.raises(OptionError, match="drop --tuning-scenes"):
+        build_pair_table(**args, tuning_scenes=["x"])
 
 
 def _snakemake(*args, check=True):

@@ -11,6 +11,7 @@ scene whose model cannot be read are skipped, logged and recorded (``sample_pair
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 
 from nre.data.pairdata import PAIR_ID_RE, PairData
 from nre.data.scenes import Scene, SceneError, list_scenes, load_scene
-from nre.errors import FileFormatError
+from nre.errors import FileFormatError, InputError, OptionError
 from nre.geometry import rotation_angle_deg
 from nre.seeding import rng_for
 
@@ -397,3 +398,94 @@ def plot_histogram(df: pd.DataFrame, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def split_scenes(root: str | Path, split: str) -> list[str]:
+    """The scenes of ``split`` in ``root``/scenes.yaml."""
+    import yaml
+
+    f = Path(root) / "scenes.yaml"
+    if not f.exists():
+        raise FileNotFoundError(errno.ENOENT, "no scene list (name the scenes instead)", str(f))
+    splits = (yaml.safe_load(f.read_text()) or {}).get("splits", {})
+    if split not in splits:
+        raise InputError(f"{f}: no split {split!r} (has {sorted(splits)})")
+    return list(splits[split])
+
+
+def build_pair_table(
+    *,
+    root: str | Path,
+    out: str | Path,
+    scenes: list[str] | None = None,
+    split: str = "test",
+    tuning_scenes: list[str] | None = None,
+    tuning_from: str = "scenes",
+    tuning_fraction: float = 0.3,
+    n_pairs: int = 3000,
+    n_tuning: int = 0,
+    min_covisible: int = 50,
+    distance: str = "rotation",
+    max_per_scene: int | None = None,
+    seed: int = 0,
+    external: str | Path | None = None,
+) -> dict:
+    """Sample the evaluation pairs and write the pair table ``out`` (CSV) with, beside it, a summary
+    (``.summary.json``), a histogram of the test pairs' distances (``.hist.png``) and the skipped pairs
+    (``.skipped.csv``: split, scene, pair_id, source, target, reason; written always, empty when nothing was
+    skipped). Returns the summary.
+
+    Test pairs come from ``scenes`` (default: the ``split`` scenes of ROOT/scenes.yaml), or ``external`` lists them
+    as they are. Tuning pairs (``n_tuning``) come from disjoint ``tuning_scenes`` (default: scenes.yaml's tuning
+    split) or, with ``tuning_from="same-scene"`` (a single-scene run), from a seeded share ``tuning_fraction`` of each
+    test scene's images, no image of a tuning pair being in a test pair."""
+    import json
+
+    root = Path(root)
+    skipped: list[dict] = []
+    image_split = None
+    if tuning_from not in ("scenes", "same-scene"):
+        raise OptionError(f"tuning_from must be 'scenes' or 'same-scene', got {tuning_from!r}")
+    if distance not in DISTANCES:
+        raise OptionError(f"distance must be one of {list(DISTANCES)}, got {distance!r}")
+    sample = functools.partial(
+        sample_pairs, root, min_covisible=min_covisible, distance=distance, seed=seed, max_per_scene=max_per_scene,
+        skipped=skipped,
+    )  # fmt: skip
+    if external:
+        df = external_pairs(root, external, min_covisible, distance, skipped=skipped)
+    else:
+        scenes = scenes or split_scenes(root, split)
+        same = tuning_from == "same-scene"
+        if same and tuning_scenes:
+            raise OptionError("same-scene tuning takes its tuning pairs from the test scenes; drop --tuning-scenes")
+        if same and n_tuning:
+            image_split = {s: split_images(scene_images(root, s), tuning_fraction, seed, s) for s in scenes}
+        tscenes = None
+        if n_tuning and not same:
+            tscenes = tuning_scenes if tuning_scenes is not None else split_scenes(root, "tuning")
+            overlap = set(tscenes) & set(scenes)
+            if overlap:
+                raise OptionError(f"tuning scenes overlap the test scenes: {sorted(overlap)}")
+        images = None if image_split is None else {s: v["test"] for s, v in image_split.items()}
+        df = sample(scenes, n_pairs, "test", images=images)
+        if n_tuning and same:
+            tun = sample(scenes, n_tuning, "tuning", images={s: v["tuning"] for s, v in image_split.items()})
+            df = pd.concat([df, tun], ignore_index=True)
+        elif n_tuning:
+            df = pd.concat([df, sample(tscenes, n_tuning, "tuning")], ignore_index=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False, float_format="%.6g")
+    skipped_csv = out.with_suffix(".skipped.csv")
+    pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).to_csv(skipped_csv, index=False)
+    if skipped:
+        log.info("%d candidate pairs or scenes skipped (reasons in %s)", len(skipped), skipped_csv)
+    summ = {s: summary(g) for s, g in df.groupby("split")}
+    if image_split is not None:
+        summ["image_split"] = image_split
+    out.with_suffix(".summary.json").write_text(json.dumps(summ, indent=2))
+    plot_histogram(df[df["split"] == "test"], out.with_suffix(".hist.png"))
+    counts = ", ".join(f"{s}: {v['n_pairs']}" for s, v in summ.items() if s != "image_split")
+    log.info("pairs: %s (%d skipped) -> %s", counts or "none", len(skipped), out)
+    return summ
