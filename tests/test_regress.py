@@ -3,19 +3,17 @@ and the measured run-to-run variation."""
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_evaluate import THR, make_rows
+from helpers import REPO, THR, make_rows
 
 from nre.cli import main
 from nre.eval import metrics as E
 from nre.eval import tables as T
+from nre.eval.outputs import evaluate_rows, select_settings, write_outputs
 from nre.reference.regress import compare, variation
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _rates(err=1.0, seed=2):
@@ -160,9 +158,9 @@ def _eval_dir(tmp_path, name, degrade=None):
     rows = tmp_path / f"{name}.parquet"
     df.to_parquet(rows, index=False)
     ev = tmp_path / name
-    assert main(["evaluate", "--rows", str(rows), "--out-dir", str(ev)]) == 0
-    assert main(["evaluate", "--select", "--out-dir", str(ev)]) == 0
-    assert main(["tables", "--eval-dir", str(ev), "--bootstrap", "0"]) == 0
+    evaluate_rows(rows=[rows], out_dir=ev)
+    select_settings(eval_dir=ev)
+    write_outputs(eval_dir=ev, bootstrap=0)
     return ev
 
 
