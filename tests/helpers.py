@@ -1,9 +1,11 @@
-"""Shared test helpers: repository paths, hand-made result rows, and the pairs and map caches of
+"""Shared test helpers: repository paths, a Snakemake runner, hand-made result rows, and the pairs and map caches of
 the committed tiny MegaDepth-format scene made through the library (tests/conftest.py makes them fixtures)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,15 @@ DATA = REPO / "tests" / "data"
 TINY_MD = DATA / "megadepth_tiny"  # two scenes: 0016 (model 0016_0) and 0033
 SAMPLE = DATA / "sample_pair" / "pair.npz"  # official NRE sample format (tests/data/sample_pair)
 THR = E.DEFAULT_THRESHOLDS
+
+
+def snakemake(*args, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``python -m snakemake ARGS`` in the repository; ``check``: a failure raises with the end of its output."""
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
 
 
 def tiny_pairs(out: Path, n_pairs: int = 3, root: Path = TINY_MD, **kw) -> pd.DataFrame:

@@ -51,17 +51,3 @@ def named_json(items: list[str] | None, flag: str, kind: type | None = dict) -> 
             raise OptionError(f"{flag}: expected NAME=JSON, got {item!r}")
         out[name] = json_option(text, f"{flag} {name}", kind) if sep else {}
     return out
-
-
-# for the commands whose job has not moved to the library yet
-from nre.threads import set_threads  # noqa: E402, F401
-
-
-def json_arg(text: str | None, flag: str, command: str):
-    """Parse a JSON command-line value; ``None`` stays ``None``; invalid JSON exits naming the command and flag."""
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"{command}: {flag} is not valid JSON ({e}): {text!r}") from e
