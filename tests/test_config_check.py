@@ -8,21 +8,18 @@ import json
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, TINY_MD, snakemake
 
 from nre.workflow.config import ConfigError, check_config
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_MD = REPO / "tests" / "data" / "megadepth_tiny"
 QUICK = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
 
 
 def _snakemake(*args):
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    return snakemake(*args, check=False)
 
 
 def _with(edit):
