@@ -67,6 +67,7 @@ class Progress:
     def done(self, extra: str = "") -> str:
         """The job's one-line summary (logged): items, tallies, time, and ``extra``."""
         text = f"{self.label}: {self.n} {self.unit}{self._counts()} in {duration(time.perf_counter() - self.t0)}"
-        text += f"{extra}" if not extra or extra.startswith((",", ";", " ")) else f", {extra}"
+        if extra:
+            text += f" {extra}" if extra.startswith("->") else f", {extra}"
         self.log.info(text)
         return text

@@ -115,7 +115,8 @@ def compute_maps(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     exports = [] if export_h5 else None
-    progress = Progress(log, f"maps {features} chunk {chunk or 'all'}", len(table))
+    label = f"maps {features} chunk {chunk or 'all'}"
+    progress = Progress(log, label, len(table))
     rows = []
     for _, row in table.iterrows():
         rec = _one_pair(row, out, backend, root=root, max_points=max_points, seed=seed, force=force,
@@ -131,7 +132,7 @@ def compute_maps(
         Path(manifest).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(manifest, index=False)
     if backend.memo is not None:
-        log.info("maps %s: %s", chunk or "all", backend.memo.summary())
+        log.info("%s: %s", label, backend.memo.summary())
     failed, reused = int((df["status"] == "failed").sum()), int(df["cached"].sum())
     progress.done(f"{len(df) - failed - reused} computed -> {out}")
     return MapsSummary(len(df), len(df) - failed - reused, reused, failed, df)
