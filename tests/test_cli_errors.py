@@ -122,6 +122,8 @@ CASES = [
         "tuning scenes overlap the test scenes",
     ),
     ("pairs-external", ["pairs", "--root", "@empty", "--external", "@missing", "--out", "@tmp/p"], "No such file"),
+    ("pairs-external-jpg", ["pairs", "--root", "@empty", "--external", "@jpg", "--out", "@tmp/p"], "not a pair list"),
+    ("pairs-external-cols", ["pairs", "--root", "@empty", "--external", "@nocol", "--out", "@tmp/p"], "missing col"),
     ("sfm-missing", ["sfm", "@missing", "@tmp/o"], "missing: image folder does not exist"),
     ("sfm-empty", ["sfm", "@empty", "@tmp/o"], "empty: no images"),
     ("synth-out-file", ["synth", "--out", "@file", "--preset", "tiny"], "a_file: File exists"),

@@ -126,8 +126,11 @@ class PairData:
             else:
                 W, H = _image_size(images[side])
             dist = z[f"{side}_dist"] if f"{side}_dist" in z.files else None
-            cams[side] = Camera.from_K_dist(z[f"{side}_K"], dist, W, H)
-            poses[side] = Pose.from_matrix(z[f"{side}_P"])
+            try:
+                cams[side] = Camera.from_K_dist(z[f"{side}_K"], dist, W, H)
+                poses[side] = Pose.from_matrix(z[f"{side}_P"])
+            except (ValueError, IndexError) as e:  # a malformed K, dist or P
+                raise FileFormatError(f"{path}: {side} camera or pose: {e}") from None
         pair_id = str(z["pair_id"]) if "pair_id" in z.files else path.stem
         return cls(
             pair_id,

@@ -188,10 +188,10 @@ def split_images(names, fraction: float, seed: int, scene: str) -> dict[str, lis
     The scene's 3D points and appearance stay shared: tuning on it is not as clean as on disjoint scenes."""
     names = sorted(names)
     if not 0 < fraction < 1:
-        raise ValueError(f"tuning fraction must be in (0, 1), got {fraction}")
+        raise OptionError(f"tuning fraction must be in (0, 1), got {fraction}")
     k = int(round(fraction * len(names)))
     if len(names) < 4 or not 2 <= k <= len(names) - 2:
-        raise ValueError(
+        raise InputError(
             f"scene {scene}: {len(names)} registered images cannot be split into >= 2 tuning and >= 2 test images "
             f"with tuning fraction {fraction}"
         )
@@ -204,7 +204,7 @@ def scene_images(root: str | Path, scene: str) -> list[str]:
     """The registered images of one scene of ``root`` (for ``split_images``)."""
     found = list_scenes(root, [scene])
     if scene not in found:
-        raise ValueError(f"scene {scene} not found under {root}")
+        raise InputError(f"scene {scene} not found under {root}")
     return sorted(load_scene(*found[scene], scene).images)
 
 
@@ -224,7 +224,7 @@ def sample_pairs(
     scenes that cannot be read) are left out, logged and appended to ``skipped`` (dicts of ``SKIPPED_COLUMNS``).
     ``images``: scene -> the only images its pairs may use (both source and target; see ``split_images``)."""
     if distance not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
+        raise OptionError(f"unknown distance {distance!r}; choose from {DISTANCES}")
     found = list_scenes(root, scenes)
     cands = {}
     for name, (model_dir, image_dir) in found.items():
@@ -249,7 +249,7 @@ def sample_pairs(
         parts.append(c.iloc[np.sort(idx)])
     if not parts:
         within = "" if images is None else f" among the {split} images"
-        raise ValueError(
+        raise InputError(
             f"no pair with at least {min_covisible} covisible points{within} in scenes {scenes} under {root}"
         )
     df = pd.concat(parts, ignore_index=True)
@@ -273,15 +273,18 @@ def external_pairs(
     """Evaluate a published pair list as it is: a CSV with columns scene, source, target. A pair of an image the
     scene left out, with an unsafe id, or of a scene that cannot be read is skipped and recorded in ``skipped``;
     an unknown scene, image or a pair below ``min_covisible`` is an error (the list does not fit the data)."""
-    ext = pd.read_csv(table)
+    try:
+        ext = pd.read_csv(table, dtype=str)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise FileFormatError(f"{table}: not a pair list (CSV of scene, source, target): {type(e).__name__}") from None
     missing = {"scene", "source", "target"} - set(ext.columns)
     if missing:
-        raise ValueError(f"{table}: missing columns {sorted(missing)}")
+        raise FileFormatError(f"{table}: not a pair list: missing columns {sorted(missing)}")
     found = list_scenes(root, sorted(ext["scene"].astype(str).unique()))
     rows = []
     for name, g in ext.groupby(ext["scene"].astype(str)):
         if name not in found:
-            raise ValueError(f"{table}: scene {name} not found under {root}")
+            raise InputError(f"{table}: scene {name} not found under {root}")
         try:
             sc = load_scene(*found[name], name)
         except SceneError as e:  # the list's pairs of this scene are skipped, the others evaluated
@@ -306,12 +309,12 @@ def external_pairs(
                     skipped.append(dict(zip(SKIPPED_COLUMNS, (split, name, pid, key[0], key[1], reason))))
                 continue
             if key not in c.index:
-                raise ValueError(
+                raise InputError(
                     f"{table}: pair {name} {key} has fewer than {min_covisible} covisible points or unknown images"
                 )
             rows.append({"scene": name, "source": key[0], "target": key[1], **c.loc[key].to_dict()})
     if not rows:
-        raise ValueError(f"{table}: no usable pair (see the skipped pairs)")
+        raise InputError(f"{table}: no usable pair (see the skipped pairs)")
     df = pd.DataFrame(rows)
     col = {"rotation": "rotation_angle_deg", "axis": "axis_angle_deg", "baseline": "baseline_ratio"}[distance]
     df["distance"] = df[col]
