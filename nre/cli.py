@@ -1,5 +1,6 @@
 """The ``nre`` command. Each subcommand lives in ``nre/commands/<name>.py`` and defines ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``; modules are discovered, so adding a command touches one file."""
+``add_arguments(parser)`` and ``run(args) -> int``, which calls one library function; modules are discovered, so
+adding a command touches one file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     import nre.commands as commands
 
     parser = argparse.ArgumentParser(prog="nre", description="NRE benchmark harness for absolute pose estimation")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks of input errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -27,10 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(e: BaseException) -> str:
+    """One line naming the file or option: an OSError as ``<file>: <reason>``, anything else its message."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return " ".join(str(e).split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run a subcommand. Bad input (``nre.errors.InputError``: a corrupt scene, a refused checkpoint, an unknown
-    backend or option, a missing weights file; or a missing file) is one line on stderr naming it, exit status 2;
-    ``-v`` shows the traceback. Anything else is a bug and keeps its traceback."""
+    """Run a subcommand. A user error (``nre.errors.InputError`` and its subclasses: a corrupt or wrong file, an
+    unknown estimator, backend or option, invalid JSON; a missing file or folder, a file or folder where the other
+    is expected, a permission denied) is one line ``nre <command>: <message>`` on stderr and exit status 2; ``-v``
+    shows its traceback. Anything else is a bug and keeps its traceback."""
     from nre.errors import InputError
 
     parser = build_parser()
@@ -40,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args._run(args) or 0)
-    except (InputError, FileNotFoundError) as e:
+    except (
+        InputError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+    ) as e:
         if args.verbose:
             raise
-        print(f"nre {args.command}: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"nre {args.command}: {error_message(e)}", file=sys.stderr)
         return 2
 
 

@@ -7,16 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import SAMPLE, TINY_MD
 
-from nre.cli import main
 from nre.data.pairdata import PairData
+from nre.estimators.runner import estimate_pairs
 from nre.features import get_backend
 from nre.features.access import PairFeatures
 from nre.geometry import img_to_map, map_to_img
 from nre.maps import cache
 from nre.maps.dense import correspondence_logits, log_omega
-
-SAMPLE = Path(__file__).parent / "data" / "sample_pair" / "pair.npz"
+from nre.maps.job import compute_maps
 
 
 @pytest.fixture(scope="module")
@@ -146,55 +146,37 @@ def test_cache_size_at_1000_points_on_640x480(pair, backend, tmp_path):
     assert size < 2e6, size
 
 
-MD_TINY = Path(__file__).parent / "data" / "megadepth_tiny"
-
-
 def test_nre_maps_command(tmp_path):
     """Two pairs and a broken row: the broken one is recorded as failed, the others cached; a rerun reuses them;
     another --max-points recomputes; the HDF5 export reads back. Data: the committed MegaDepth-layout tiny root."""
     from nre.data.pairs import load_pair, sample_pairs
     from nre.maps.export import read_pair
 
-    df = sample_pairs(MD_TINY, ["0016"], 3, "test", min_covisible=20, seed=0).head(2)
+    df = sample_pairs(TINY_MD, ["0016"], 3, "test", min_covisible=20, seed=0).head(2)
     bad = df.iloc[:1].copy()
     bad["pair_id"], bad["target"] = "0016__bad", "missing.jpg"
     table = pd.concat([df, bad])
     table.to_csv(tmp_path / "pairs.csv", index=False)
     out, man = tmp_path / "maps", tmp_path / "manifest.csv"
-    args = [
-        "maps",
-        "--pairs",
-        str(tmp_path / "pairs.csv"),
-        "--root",
-        str(MD_TINY),
-        "--out-dir",
-        str(out),
-        "--max-points",
-        "40",
-        "--seed",
-        "1",
-        "--manifest",
-        str(man),
-    ]
-    assert main(args + ["--export-h5", str(tmp_path / "m.h5")]) == 0
+    args = dict(pairs=tmp_path / "pairs.csv", root=TINY_MD, out_dir=out, max_points=40, seed=1, manifest=man)
+    compute_maps(**args, export_h5=tmp_path / "m.h5")
     m = pd.read_csv(man)
     assert list(m["status"]) == ["ok", "ok", "failed"] and "missing.jpg" in m["error"].iloc[2]
     assert not m["cached"].any() and (m["bytes"].iloc[:2] > 0).all()
     mtimes = [Path(p).stat().st_mtime_ns for p in m["path"].iloc[:2]]
-    assert main(args) == 0
+    compute_maps(**args)
     m2 = pd.read_csv(man)
     assert list(m2["cached"]) == [True, True, False]
     assert [Path(p).stat().st_mtime_ns for p in m2["path"].iloc[:2]] == mtimes
     row = df.iloc[1]
-    pair = load_pair(MD_TINY, row).capped(40, 1)
+    pair = load_pair(TINY_MD, row).capped(40, 1)
     prob = cache.load_problem(pair, out / f"{row['pair_id']}.npz", 0)
     h5 = read_pair(tmp_path / "m.h5", row["pair_id"])
     np.testing.assert_allclose(h5["points3d"], pair.points3d)
     np.testing.assert_allclose(h5["match_xy"], prob.matches.xy, atol=1e-4)
     np.testing.assert_array_equal(h5["coarse_maps"].cells, prob.coarse_maps.cells)
     assert json.loads(str(np.load(out / f"{row['pair_id']}.npz")["backend_options"]))["name"] == "dsift"
-    args[args.index("40")] = "30"
-    assert main(args + ["--chunk", "1/3"]) == 0  # another cap: recomputed
+    compute_maps(**dict(args, max_points=30), chunk="1/3")  # another cap: recomputed
     m3 = pd.read_csv(man)
     assert len(m3) == 1 and not m3["cached"].iloc[0] and m3["n_points"].iloc[0] == 30
 
@@ -413,20 +395,19 @@ def test_pair_ids_that_would_leave_the_maps_folder_are_rejected(tmp_path):
     for bad in ("../escaped", "a/b", "/abs", "..", ".hidden", "-rf", "", "a\\b", "x" * 201, "a b", "a\nb"):
         with pytest.raises(ValueError, match="unsafe pair id"):
             check_pair_id(bad)
-    df = sample_pairs(MD_TINY, ["0016"], 3, "test", min_covisible=20, seed=0).head(2)
+    df = sample_pairs(TINY_MD, ["0016"], 3, "test", min_covisible=20, seed=0).head(2)
     df.loc[df.index[0], "pair_id"] = "../escaped"
     df.to_csv(tmp_path / "pairs.csv", index=False)
     out, man = tmp_path / "run" / "maps", tmp_path / "manifest.csv"
-    common = ["--pairs", str(tmp_path / "pairs.csv"), "--root", str(MD_TINY), "--max-points", "30"]
-    assert main(["maps", *common, "--out-dir", str(out), "--manifest", str(man)]) == 0
+    common = dict(pairs=tmp_path / "pairs.csv", root=TINY_MD, max_points=30)
+    compute_maps(out_dir=out, manifest=man, **common)
     m = pd.read_csv(man)
     assert list(m["status"]) == ["failed", "ok"] and "unsafe pair id '../escaped'" in m["error"].iloc[0]
     assert not (tmp_path / "run" / "escaped.npz").exists() and sorted(p.name for p in out.iterdir()) == [
         f"{df['pair_id'].iloc[1]}.npz"
     ]
     rows = tmp_path / "rows.parquet"
-    args = ["estimate", *common, "--maps-dir", str(out), "--estimator", "oracle", "--out", str(rows)]
-    assert main(args) == 0
+    estimate_pairs(maps_dir=out, estimator="oracle", out=rows, **common)
     r = pd.read_parquet(rows)
     assert len(r) == 2 and list(r["success"]) == [False, True]
     assert "unsafe pair id" in r["failure_reason"].iloc[0]

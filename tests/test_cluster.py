@@ -2,10 +2,10 @@
 flag of the feature backends, and the run comparison (nre.reference.compare) the SLURM test relies on."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import REPO, snakemake
 
 from nre.reference.compare import compare_eval_dirs, is_timing_column
 from nre.workflow.cluster import (
@@ -22,8 +22,6 @@ from nre.workflow.cluster import (
     parse_squeue,
     request_of,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 SINFO = """\
 n01|cpu*|2|24105|(null)
@@ -130,14 +128,8 @@ def test_gpu_backends_match_the_backend_classes():
 
 
 def _dry_run_jobs(tmp_path, config, *overrides):
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", "workflow/profiles/default", "--configfile", config]
-    cmd += ["--config", f"out={tmp_path}", *overrides]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout[-2000:]
-    return p.stdout.split("\nrule ")
+    cmd = ["-n", "--profile", "workflow/profiles/default", "--configfile", config, "--config", f"out={tmp_path}"]
+    return snakemake(*cmd, *overrides).stdout.split("\nrule ")
 
 
 def test_workflow_asks_a_gpu_for_network_backends_only(tmp_path):

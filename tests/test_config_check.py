@@ -1,28 +1,23 @@
 """Untrusted configuration: every problem is found when the Snakefile is parsed (dry runs included) and reported as
-one line naming the config file and key; config strings reach the shell quoted (nothing they contain runs); `nre`
-commands report bad backends and missing weights as one line, no traceback."""
+one line naming the config file and key; config strings reach the shell quoted (nothing they contain runs). The
+commands' own one-line errors (bad backends, missing weights...) are in tests/test_cli_errors.py."""
 
 import copy
 import inspect
 import json
 import shlex
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, TINY_MD, snakemake
 
 from nre.workflow.config import ConfigError, check_config, with_defaults
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_MD = REPO / "tests" / "data" / "megadepth_tiny"
 QUICK = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
 
 
 def _snakemake(*args):
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    return snakemake(*args, check=False)
 
 
 def _with(edit):
@@ -212,26 +207,3 @@ def test_config_strings_reach_the_shell_quoted(tmp_path):
     assert (out / "pairs.csv").exists() and not marker.exists()
     log = (out / "logs" / "maps" / "dsift_0.log").read_text()
     assert "impl must be one of" in log and "touch" in log
-
-
-def test_nre_commands_report_bad_backends_and_missing_weights_in_one_line(tmp_path):
-    """`nre maps` with an unknown backend or a missing checkpoint: exit status 2 and one line naming it, no
-    traceback (it used to be a traceback ending in KeyError / FileNotFoundError)."""
-    pairs = tmp_path / "pairs.csv"
-    pairs.write_text("pair_id,scene,source,target\n")
-    base = [sys.executable, "-m", "nre.cli", "maps", "--pairs", str(pairs), "--root", str(TINY_MD)]
-    base += ["--out-dir", str(tmp_path / "maps")]
-    cases = {
-        "unknown feature backend 'sfit'": ["--features", "sfit"],
-        "coarse_weights: weights/none.pth: no such checkpoint file": [
-            "--features",
-            "nre_official",
-            "--features-options",
-            json.dumps({"coarse_weights": "weights/none.pth", "fine_weights": "weights/none.pth"}),
-        ],
-        "weights: no checkpoint given": ["--features", "s2dnet"],
-    }
-    for words, extra in cases.items():
-        p = subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True)
-        err = [ln for ln in p.stderr.splitlines() if ln.strip()]
-        assert p.returncode == 2 and len(err) == 1 and err[0].startswith("nre maps: ") and words in err[0], p.stderr

@@ -7,6 +7,7 @@ import pandas as pd
 import pycolmap
 import pytest
 import yaml
+from helpers import TINY_MD
 
 from nre.data import pairs as P
 from nre.data.pairdata import PairData
@@ -171,15 +172,12 @@ def test_track_filter_matches_a_per_track_loop():
     np.testing.assert_array_equal(keep, ref)
 
 
-MD_TINY = __import__("pathlib").Path(__file__).parent / "data" / "megadepth_tiny"
-
-
 def _patched(tmp_path, file, edit):
     """A copy of the tiny scene 0033 whose ``file`` is rewritten by ``edit(bytearray) -> bytes``."""
     import struct  # noqa: F401  (used by the edits)
 
     root = tmp_path / f"root_{file}_{len(list(tmp_path.iterdir()))}"
-    shutil.copytree(MD_TINY / "0033", root / "0033")
+    shutil.copytree(TINY_MD / "0033", root / "0033")
     path = root / "0033" / "sparse" / file
     path.write_bytes(bytes(edit(bytearray(path.read_bytes()))))
     return root / "0033" / "sparse", root / "0033" / "images"
@@ -216,8 +214,8 @@ def test_corrupt_binary_models_are_refused_before_pycolmap_reads_them(tmp_path, 
         model_dir, image_dir = _patched(tmp_path, file, edit)
         with pytest.raises(SceneError, match=f"{file}: corrupt or truncated COLMAP file: .*({msg})"):
             load_scene(model_dir, image_dir, "0033")
-    check_model_files(MD_TINY / "0033" / "sparse")  # the intact files pass
-    check_model_files(MD_TINY / "0016" / "sparse" / "manhattan" / "0")
+    check_model_files(TINY_MD / "0033" / "sparse")  # the intact files pass
+    check_model_files(TINY_MD / "0016" / "sparse" / "manhattan" / "0")
 
 
 def test_a_failed_scene_read_is_not_repeated_for_every_pair(tmp_path, monkeypatch):
@@ -238,7 +236,7 @@ def test_a_failed_scene_read_is_not_repeated_for_every_pair(tmp_path, monkeypatc
 def _tiny_root_with_problems(tmp_path):
     """The tiny MegaDepth-format scenes with one image file deleted (0016_0) and one camera made fisheye (0033)."""
     root = tmp_path / "md"
-    shutil.copytree(MD_TINY, root)
+    shutil.copytree(TINY_MD, root)
     (root / "0016" / "images" / "0004.jpg").unlink()
     rec = pycolmap.Reconstruction(str(root / "0033" / "sparse"))
     cam = rec.cameras[2]
@@ -252,13 +250,10 @@ def _tiny_root_with_problems(tmp_path):
 def test_pairs_skip_only_pairs_of_missing_images_and_unsupported_cameras(tmp_path):
     """One missing image or one unsupported camera used to reject its whole scene and abort `nre pairs`: now only
     the pairs using them are skipped, each recorded with its reason in pairs.skipped.csv, and the table is built."""
-    from nre.cli import main
-
     root, fisheye = _tiny_root_with_problems(tmp_path)
     out = tmp_path / "pairs.csv"
-    args = ["pairs", "--root", str(root), "--scenes", "0016", "--tuning-scenes", "0033"]
-    args += ["--n-pairs", "500", "--n-tuning", "500", "--min-covisible", "20", "--out", str(out)]
-    assert main(args) == 0
+    args = dict(root=root, scenes=["0016"], min_covisible=20, out=out)
+    P.build_pair_table(tuning_scenes=["0033"], n_pairs=500, n_tuning=500, **args)
     df, sk = pd.read_csv(out, dtype=str), pd.read_csv(out.with_suffix(".skipped.csv"), dtype=str)
     bad = {"0016_0": {"0004.jpg"}, "0033": set(fisheye)}
     for _, r in df.iterrows():
@@ -271,7 +266,7 @@ def test_pairs_skip_only_pairs_of_missing_images_and_unsupported_cameras(tmp_pat
         assert {r["source"], r["target"]} & bad[r["scene"]]
         assert ("image file missing" if r["scene"] == "0016_0" else "unsupported camera model") in r["reason"]
     # nothing else is lost: usable + skipped = the candidates of the intact scenes
-    for scene, (model, images) in list_scenes(MD_TINY).items():
+    for scene, (model, images) in list_scenes(TINY_MD).items():
         full = set(P.candidate_pairs(load_scene(model, images, scene), 20)["pair_id"])
         assert full == set(df.loc[df["scene"] == scene, "pair_id"]) | set(sk.loc[sk["scene"] == scene, "pair_id"])
     # a pair table that still lists a skipped pair: that pair fails alone, with the reason
@@ -281,8 +276,7 @@ def test_pairs_skip_only_pairs_of_missing_images_and_unsupported_cameras(tmp_pat
     # an unreadable scene is skipped and recorded, the other scene still gives pairs
     (root / "0033" / "sparse" / "points3D.bin").write_bytes(b"\0" * 5)
     load_scene.cache_clear()
-    args = ["pairs", "--root", str(root), "--scenes", "0016", "0033", "--n-pairs", "50", "--min-covisible", "20"]
-    assert main([*args, "--out", str(out)]) == 0
+    P.build_pair_table(**dict(args, scenes=["0016", "0033"]), n_pairs=50)
     sk = pd.read_csv(out.with_suffix(".skipped.csv"), dtype=str)
     assert (sk.loc[sk["pair_id"].isna(), "scene"] == "0033").all() and sk["reason"].str.contains("points3D.bin").any()
     assert set(pd.read_csv(out, dtype=str)["scene"]) == {"0016_0"}

@@ -1,10 +1,9 @@
 """Dense SIFT backend and image handling: against OpenCV's SIFT, grid placement, resizing with the camera."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from helpers import SAMPLE
 
 from nre.data.pairdata import PairData
 from nre.features import get_backend
@@ -18,8 +17,6 @@ from nre.features.images import (
     to_tensor,
 )
 from nre.geometry import Camera, Pose, img_to_map, map_to_img
-
-SAMPLE = Path(__file__).parent / "data" / "sample_pair" / "pair.npz"
 
 
 @pytest.fixture(scope="module")

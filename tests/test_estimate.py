@@ -1,4 +1,5 @@
-"""``nre estimate`` with mocked loaders, and the result rows of ``nre/results.py``.
+"""The estimate job (``nre.estimators.runner.estimate_pairs``, ``nre estimate``) with mocked loaders, and the result
+rows of ``nre.estimators.rows``.
 
 The real loaders (nre.data.pairs.load_pair, nre.maps.cache.load_problem) are exercised end to end on the committed tiny
 MegaDepth scenes by tests/test_workflow.py::test_real_data_path_and_chunking_invariance."""
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nre.cli import main
+from nre.errors import OptionError, UnknownNameError
 from nre.estimators.problem import Result
 from nre.estimators.rows import COLUMNS, read, rows_from_results, write
+from nre.estimators.runner import estimate_pairs
 from nre.estimators.testing import matches_problem as synthetic_problem
 from nre.seeding import derive_seed
 
@@ -68,10 +70,9 @@ def mocked(tmp_path, monkeypatch):
     monkeypatch.setattr(nre.data.pairs, "load_pair", load_pair)
     monkeypatch.setattr(nre.maps.cache, "load_problem", load_problem)
 
-    def run(*extra, out="rows.parquet"):
-        args = ["estimate", "--pairs", str(pairs), "--root", str(tmp_path), "--maps-dir", str(tmp_path / "maps")]
-        args += ["--max-points", "300", "--seed", "7", "--out", str(tmp_path / out), *extra]
-        assert main(args) == 0
+    def run(estimator, out="rows.parquet", **kw):
+        estimate_pairs(pairs=pairs, root=tmp_path, maps_dir=tmp_path / "maps", max_points=300, seed=7,
+                       out=tmp_path / out, estimator=estimator, **kw)  # fmt: skip
         return pd.read_parquet(tmp_path / out)
 
     return run, seeds
@@ -79,7 +80,7 @@ def mocked(tmp_path, monkeypatch):
 
 def test_rows_for_every_pair_and_setting_failures_recorded(mocked):
     run, seeds = mocked
-    df = run("--estimator", "lo_ransac_poselib", "--grid", '{"threshold": [2, 4]}')
+    df = run("lo_ransac_poselib", grid={"threshold": [2, 4]})
     assert list(df.columns) == COLUMNS and len(df) == 2 * len(PAIRS)
     assert df.groupby("pair_id").size().to_dict() == dict.fromkeys(PAIRS, 2)
     assert set(df["params"]) == {'{"threshold": 2}', '{"threshold": 4}'}
@@ -95,21 +96,9 @@ def test_rows_for_every_pair_and_setting_failures_recorded(mocked):
     # per-pair seeds: derived from (config seed, pair id, estimator), whatever the chunking
     expected = {p: derive_seed(7, p, "lo_ransac_poselib") for p in PAIRS if p not in ("sB_bad", "sB_nocache")}
     assert seeds() == expected
-    parts = pd.concat(
-        [
-            run(
-                "--estimator",
-                "lo_ransac_poselib",
-                "--grid",
-                '{"threshold": [2, 4]}',
-                "--chunk",
-                f"{k}/2",
-                out=f"{k}.pq",
-            )
-            for k in range(2)
-        ],
-        ignore_index=True,
-    )
+    grid = {"threshold": [2, 4]}
+    parts = [run("lo_ransac_poselib", grid=grid, chunk=f"{k}/2", out=f"{k}.pq") for k in range(2)]
+    parts = pd.concat(parts, ignore_index=True)
     cols = ["pair_id", "params", "success", "qw", "qx", "qy", "qz", "tx", "ty", "tz", "inliers"]
     pd.testing.assert_frame_equal(df[cols], parts[cols])
 
@@ -137,7 +126,7 @@ def test_estimator_exception_and_label(mocked, tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        df = run("--estimator", "toyest_pkg.toy:Toy", "--name", "my_toy", "--grid", '{"k": [1, 3]}')
+        df = run("toyest_pkg.toy:Toy", label="my_toy", grid={"k": [1, 3]})
     finally:
         sys.modules.pop("toyest_pkg.toy", None)
         sys.modules.pop("toyest_pkg", None)
@@ -159,8 +148,8 @@ def test_imported_poses_need_no_maps(mocked, tmp_path):
         q = R_to_quat_wxyz(gt.R)
         rows.append(dict(pair_id=p, qw=q[0], qx=q[1], qy=q[2], qz=q[3], tx=gt.t[0], ty=gt.t[1], tz=gt.t[2]))
     pd.DataFrame(rows).to_csv(tmp_path / "poses.csv", index=False)
-    options = json.dumps({"csv": str(tmp_path / "poses.csv")})
-    df = run("--estimator", "imported", "--name", "external", "--options", options).set_index("pair_id")
+    options = {"csv": str(tmp_path / "poses.csv")}
+    df = run("imported", label="external", options=options).set_index("pair_id")
     assert not seeds()  # the map cache was never read
     assert df.loc[["sA_p0", "sB_nocache"], "success"].all()
     assert (df.loc[["sA_p0", "sB_nocache"], "rotation_error_deg"] < 1e-4).all()
@@ -170,23 +159,23 @@ def test_imported_poses_need_no_maps(mocked, tmp_path):
 
 def test_bad_arguments_are_clear_errors(mocked):
     run, _ = mocked
-    with pytest.raises(SystemExit, match="no hyperparameter 'treshold'"):
-        run("--estimator", "lo_ransac_poselib", "--grid", '{"treshold": [2]}')
+    with pytest.raises(OptionError, match="no hyperparameter 'treshold'"):
+        run("lo_ransac_poselib", grid={"treshold": [2]})
     # grid values of the wrong type used to run and fail every pair (exit 0, 100% failures)
-    with pytest.raises(SystemExit, match=r"--grid threshold\[0\]: 'four' is not a number"):
-        run("--estimator", "lo_ransac_poselib", "--grid", '{"threshold": ["four"]}')
-    with pytest.raises(SystemExit, match=r"--grid loss\[1\]: 'cauchyy' is not one of"):
-        run("--estimator", "fpr", "--grid", '{"loss": ["huber", "cauchyy"]}')
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        run("--estimator", "lo_ransac_poselib", "--options", "{max_iterations: 3}")
-    with pytest.raises(SystemExit, match="no option 'max_iter'"):
-        run("--estimator", "lo_ransac_poselib", "--options", '{"max_iter": 3}')
-    with pytest.raises(SystemExit, match="max_iterations: '3' is not an integer"):
-        run("--estimator", "lo_ransac_poselib", "--options", '{"max_iterations": "3"}')
-    with pytest.raises(SystemExit, match="available: .*oracle"):
-        run("--estimator", "lo_ransac_poselb")
-    with pytest.raises(SystemExit, match="chunk"):
-        run("--estimator", "oracle", "--chunk", "3/2")
+    with pytest.raises(OptionError, match=r"--grid threshold\[0\]: 'four' is not a number"):
+        run("lo_ransac_poselib", grid={"threshold": ["four"]})
+    with pytest.raises(OptionError, match=r"--grid loss\[1\]: 'cauchyy' is not one of"):
+        run("fpr", grid={"loss": ["huber", "cauchyy"]})
+    with pytest.raises(OptionError, match="must map names to non-empty lists"):
+        run("fpr", grid={"loss": []})
+    with pytest.raises(OptionError, match="no option 'max_iter'"):
+        run("lo_ransac_poselib", options={"max_iter": 3})
+    with pytest.raises(OptionError, match="max_iterations: '3' is not an integer"):
+        run("lo_ransac_poselib", options={"max_iterations": "3"})
+    with pytest.raises(UnknownNameError, match="available: .*oracle"):
+        run("lo_ransac_poselb")
+    with pytest.raises(OptionError, match="chunk"):
+        run("oracle", chunk="3/2")
 
 
 def test_rows_from_results_schema(tmp_path):

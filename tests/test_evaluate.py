@@ -6,55 +6,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import THR, make_rows
 
 from nre.estimators.rows import COLUMNS
 from nre.eval import metrics as E
 from nre.geometry import R_to_quat_wxyz, so3_exp
-
-THR = E.DEFAULT_THRESHOLDS
-
-
-def make_rows(rng, estimators, n=30, splits=("test", "tuning"), features="dsift"):
-    """Rows for ``n`` pairs per split (categories cycling easy, medium, hard).
-
-    estimators: name -> {params tuple/dict: (rotation error or f(rng, category), success)}; a params key may be
-    (params, stage) via a dict {"params": ..., "stage": ...}. Translation error = rotation error / 10."""
-    rows = []
-    for split in splits:
-        for i in range(n):
-            cat = E.CATEGORIES[i % 3]
-            for est, params_err in estimators.items():
-                for params, (rot, ok) in params_err.items():
-                    stage = ""
-                    if isinstance(params, tuple) and len(params) == 2 and params[0] == "stage":
-                        stage, params = params[1], ()
-                    if isinstance(params, tuple) and params and isinstance(params[0], tuple):  # ((k, v), stage)
-                        params, stage = dict([params[0]]), params[1]
-                    p = dict(params) if isinstance(params, dict) else ({params[0]: params[1]} if params else {})
-                    r = rot(rng, cat) if callable(rot) else rot
-                    row = dict.fromkeys(COLUMNS, np.nan)
-                    row.update(
-                        pair_id=f"{split}{i}",
-                        scene="s",
-                        category=cat,
-                        split=split,
-                        features=features,
-                        estimator=est,
-                        params=json.dumps(p, sort_keys=True),
-                        stage=stage,
-                        success=ok,
-                        failure_reason="" if ok else "EstimatorError: boom",
-                        rotation_error_deg=r,
-                        translation_error=r / 10,
-                        center_error=r / 10,
-                        runtime_s=0.1,
-                        inliers=10,
-                        low_support=False,
-                        diagnostics="{}",
-                        versions="{}",
-                    )
-                    rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def test_failure_rates_count_failures_as_infinite():

@@ -2,8 +2,9 @@
 SystemExit, calls os._exit, segfaults, hangs in C code); rows written as a job goes, so that a killed job keeps its
 finished pairs and its rerun resumes; and `nre synth` resuming per scene after a kill.
 
-The misbehaving estimators run in fresh `nre estimate` processes (as in the workflow): on the code before these
-checks, os._exit or a segfault ended the job without rows and a hang never returned."""
+The misbehaving estimators run in fresh `nre estimate` processes, as the workflow runs them (the process is what is
+tested: killed, crashed, resumed): on the code before these checks, os._exit or a segfault ended the job without
+rows and a hang never returned."""
 
 import json
 import os
@@ -16,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REPO, TINY_MD, tiny_maps, tiny_pairs
 
-from nre.cli import main
+from nre.estimators.runner import estimate_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_MD = REPO / "tests" / "data" / "megadepth_tiny"
 N_PAIRS = 4
 
 TOY = '''
@@ -69,10 +69,8 @@ def job(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rows")
     pairs, maps = tmp / "pairs.csv", tmp / "maps"
     base = ["--root", str(TINY_MD), "--max-points", "200"]
-    assert main(["pairs", "--root", str(TINY_MD), "--scenes", "0016", "--n-pairs", str(N_PAIRS),
-                 "--min-covisible", "20", "--n-tuning", "0", "--out", str(pairs)]) == 0  # fmt: skip
-    assert main(["maps", "--pairs", str(pairs), *base, "--threads", "1", "--out-dir", str(maps)]) == 0
-    ids = pd.read_csv(pairs, dtype={"pair_id": str})["pair_id"].tolist()
+    ids = tiny_pairs(pairs, N_PAIRS)["pair_id"].tolist()
+    tiny_maps(pairs, maps)
     (tmp / "toyrows").mkdir()
     (tmp / "toyrows" / "__init__.py").write_text("")
     (tmp / "toyrows" / "toy.py").write_text(TOY)
@@ -192,14 +190,11 @@ def test_a_resume_ignores_stale_parts(job, tmp_path):
 
 def test_worker_rows_equal_in_process_rows(job, tmp_path):
     """Real estimators give the same rows in the worker as in-process (the old code path), runtimes aside."""
-    base = ["estimate", "--pairs", str(job["pairs"]), "--root", str(TINY_MD), "--max-points", "200"]
-    base += ["--maps-dir", str(job["maps"])]
-    for est, grid in (("lo_ransac_poselib", '{"threshold": [4, 8]}'), ("nre_c2f", None), ("re_gauss", None)):
-        args = [*base, "--estimator", est] + (["--grid", grid] if grid else [])
-        if est != "lo_ransac_poselib":
-            args += ["--options", '{"msac_iterations": 300}']
-        assert main([*args, "--out", str(tmp_path / "w.pq")]) == 0
-        assert main([*args, "--no-worker", "--out", str(tmp_path / "p.pq")]) == 0
+    base = dict(pairs=job["pairs"], root=TINY_MD, max_points=200, maps_dir=job["maps"])
+    for est, grid in (("lo_ransac_poselib", {"threshold": [4, 8]}), ("nre_c2f", None), ("re_gauss", None)):
+        options = {"msac_iterations": 300} if est != "lo_ransac_poselib" else None
+        estimate_pairs(estimator=est, grid=grid, options=options, out=tmp_path / "w.pq", **base)
+        estimate_pairs(estimator=est, grid=grid, options=options, out=tmp_path / "p.pq", worker=False, **base)
         a, b = pd.read_parquet(tmp_path / "w.pq"), pd.read_parquet(tmp_path / "p.pq")
         assert a["success"].any(), est
         for df in (a, b):  # timings (runtime_s, diagnostics' *_s) are measurements; everything else is identical
@@ -236,8 +231,9 @@ def _tree(root: Path) -> dict:
 
 
 def test_synth_resumes_per_scene_after_a_kill(tiny_root, tmp_path):
-    """Kill `nre synth` once its first scene is finished; the rerun keeps that scene (not regenerated: same files,
-    same modification times) and generates only the missing one; the result is the uninterrupted run's."""
+    """Kill `nre synth` (the workflow's scenes job, in its own process) once its first scene is finished; the rerun
+    keeps that scene (not regenerated: same files, same modification times) and generates only the missing one; the
+    result is the uninterrupted run's."""
     out = tmp_path / "synth"
     cmd = [sys.executable, "-m", "nre.cli", "synth", "--out", str(out), "--preset", "tiny", "--splits", "tuning",
            "test", "--jobs", "1"]  # fmt: skip

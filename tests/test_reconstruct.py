@@ -4,24 +4,23 @@ single-scene workflow (rule sfm) end to end. Measured here: one `nre sfm` run ~5
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import DATA, REPO, snakemake
 
-from nre.cli import main
+from nre.data.pairs import build_pair_table
+from nre.data.reconstruct import SfmError, build_scene
+from nre.errors import OptionError
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "tests" / "data" / "sacre_coeur_small" / "images"
+PHOTOS = DATA / "sacre_coeur_small" / "images"
 
 
 @pytest.fixture(scope="module")
 def scene_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("sfm")
-    assert main(["sfm", str(PHOTOS), str(root), "--scene", "sc"]) == 0
+    build_scene(images=PHOTOS, out=root, scene="sc")
     return root
 
 
@@ -50,39 +49,39 @@ def test_sfm_writes_the_undistorted_megadepth_layout(scene_root):
 
 
 def test_sfm_is_deterministic_with_one_thread(scene_root, tmp_path):
-    assert main(["sfm", str(PHOTOS), str(tmp_path), "--scene", "sc"]) == 0
+    build_scene(images=PHOTOS, out=tmp_path, scene="sc")
     for f in ("cameras.bin", "images.bin", "points3D.bin"):
         assert (tmp_path / "sc" / "sparse" / f).read_bytes() == (scene_root / "sc" / "sparse" / f).read_bytes(), f
 
 
-def test_sfm_errors_are_clear(tmp_path, capsys):
+def test_sfm_errors_are_clear(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(SystemExit, match="no images"):
-        main(["sfm", str(empty), str(tmp_path / "out")])
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["sfm", str(tmp_path / "nowhere"), str(tmp_path / "out")])
+    with pytest.raises(SfmError, match="no images"):
+        build_scene(images=empty, out=tmp_path / "out")
+    with pytest.raises(SfmError, match="does not exist"):
+        build_scene(images=tmp_path / "nowhere", out=tmp_path / "out")
     two = tmp_path / "two"
     two.mkdir()
     for p in sorted(PHOTOS.iterdir())[:2]:
         shutil.copy(p, two / p.name)
-    with pytest.raises(SystemExit, match="fewer than the 3 needed"):
-        main(["sfm", str(two), str(tmp_path / "out")])
+    with pytest.raises(SfmError, match="fewer than the 3 needed"):
+        build_scene(images=two, out=tmp_path / "out")
     (two / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(SystemExit, match="unreadable image.*broken.jpg"):
-        main(["sfm", str(two), str(tmp_path / "out"), "--min-registered", "2"])
+    with pytest.raises(SfmError, match="unreadable image.*broken.jpg"):
+        build_scene(images=two, out=tmp_path / "out", min_registered=2)
     (tmp_path / "out" / "two").mkdir(parents=True)
     (two / "broken.jpg").unlink()
-    with pytest.raises(SystemExit, match="already exists"):
-        main(["sfm", str(two), str(tmp_path / "out"), "--min-registered", "2"])
+    with pytest.raises(SfmError, match="already exists"):
+        build_scene(images=two, out=tmp_path / "out", min_registered=2)
 
 
 def test_same_scene_tuning_pairs_share_no_image(scene_root, tmp_path):
     from nre.data.pairs import split_images
 
     out = tmp_path / "pairs.csv"
-    args = ["pairs", "--root", str(scene_root), "--scenes", "sc", "--n-pairs", "50", "--n-tuning", "50"]
-    assert main([*args, "--tuning-from", "same-scene", "--tuning-fraction", "0.4", "--out", str(out)]) == 0
+    args = dict(root=scene_root, scenes=["sc"], n_pairs=50, n_tuning=50, tuning_from="same-scene", out=out)
+    build_pair_table(**args, tuning_fraction=0.4)
     df = pd.read_csv(out)
     test, tun = df[df.split == "test"], df[df.split == "tuning"]
     assert len(test) and len(tun)
@@ -96,15 +95,8 @@ def test_same_scene_tuning_pairs_share_no_image(scene_root, tmp_path):
     assert len(split_images(names, 0.3, 0, "s")["tuning"]) == 3
     with pytest.raises(ValueError, match="cannot be split"):
         split_images(names[:3], 0.5, 0, "s")
-    with pytest.raises(SystemExit, match="drop --tuning-scenes"):
-        main([*args, "--tuning-from", "same-scene", "--tuning-scenes", "x", "--out", str(out)])
-
-
-def _snakemake(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
+    with pytest.raises(OptionError, match="drop --tuning-scenes"):
+        build_pair_table(**args, tuning_scenes=["x"])
 
 
 def _single_scene_config(tmp_path, name, **pairs):
@@ -155,10 +147,10 @@ def test_tuning_source_check(tmp_path):
 
 
 def test_single_scene_dry_runs(tmp_path):
-    p = _snakemake("-n", "--configfile", _single_scene_config(tmp_path, "bad"), check=False)
+    p = snakemake("-n", "--configfile", _single_scene_config(tmp_path, "bad"), check=False)
     assert p.returncode != 0 and "tuning_from: same_scene" in p.stdout + p.stderr
     # the reconstructed scene is a test scene: no training on it
-    p = _snakemake(
+    p = snakemake(
         "-n", "train", "--configfile", _single_scene_config(tmp_path, "ok", tuning_from="same_scene"), check=False
     )
     assert p.returncode != 0 and "test scene" in p.stdout + p.stderr
@@ -168,7 +160,7 @@ def test_single_scene_dry_runs(tmp_path):
 def test_single_scene_workflow_from_photographs(tmp_path):
     """One command from five photographs to the tables: rule sfm, same-scene tuning pairs, both protocols."""
     cfg = _single_scene_config(tmp_path, "one", tuning_from="same_scene", tuning_fraction=0.4)
-    _snakemake("--cores", "2", "--configfile", cfg)
+    snakemake("--cores", "2", "--configfile", cfg)
     out = tmp_path / "one"
     assert (tmp_path / "data" / "sc" / "sparse" / "points3D.bin").exists()
     pairs = pd.read_csv(out / "pairs.csv")
@@ -178,6 +170,6 @@ def test_single_scene_workflow_from_photographs(tmp_path):
     assert (out / "report.html").exists() and "n/a: no tuning" not in (out / "eval" / "table1_fair.md").read_text()
     rows = pd.read_parquet(out / "eval" / "rows.parquet")
     assert len(rows) == len(pairs) * 3 and np.isfinite(rows.loc[rows.success, "rotation_error_deg"]).all()
-    p = _snakemake("-n", "--configfile", cfg)
+    p = snakemake("-n", "--configfile", cfg)
     assert "Nothing to be done" in p.stdout + p.stderr
     assert "registered" in (out / "logs" / "sfm.log").read_text()

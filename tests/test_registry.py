@@ -192,16 +192,16 @@ def test_stages_are_kept_on_failure():
     assert (a.stage, b.stage) == ("p3p", "refine") and not a.success and "traceback" in a.diagnostics
 
 
-def test_nre_estimators_command(capsys):
-    from nre.cli import main
+def test_estimator_listing():
+    from nre.errors import UnknownNameError
+    from nre.estimators.listing import list_estimators
 
-    assert main(["estimators", "--json"]) == 0
-    info = {d["name"]: d for d in json.loads(capsys.readouterr().out)["estimators"]}
+    info = {d["name"]: d for d in json.loads(list_estimators(as_json=True).text)["estimators"]}
     assert PAPER <= set(info)
     assert info["lo_ransac_poselib"]["grid"] == {"threshold": [1, 2, 4, 6, 8, 12, 16, 24]}
     assert info["nre_c2f"]["stages"] == ["p3p", "coarse_gnc", "fine_gnc"]
     assert info["fpr"]["n_settings"] == math.prod(len(v) for v in info["fpr"]["grid"].values())
-    assert main(["estimators", "oracle"]) == 0
-    assert "radius" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="available"):
-        main(["estimators", "nope"])
+    listing = list_estimators(names=["oracle"])
+    assert "radius" in listing.text and listing.text.startswith("oracle  (") and not listing.import_errors
+    with pytest.raises(UnknownNameError, match="available"):
+        list_estimators(names=["nope"])

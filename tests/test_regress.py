@@ -3,19 +3,17 @@ and the measured run-to-run variation."""
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_evaluate import THR, make_rows
+from helpers import REPO, THR, make_rows
 
 from nre.cli import main
 from nre.eval import metrics as E
 from nre.eval import tables as T
-from nre.reference.regress import compare, variation
-
-REPO = Path(__file__).resolve().parents[1]
+from nre.eval.outputs import evaluate_rows, select_settings, write_outputs
+from nre.reference.regress import compare, regress, update, variation
 
 
 def _rates(err=1.0, seed=2):
@@ -160,9 +158,9 @@ def _eval_dir(tmp_path, name, degrade=None):
     rows = tmp_path / f"{name}.parquet"
     df.to_parquet(rows, index=False)
     ev = tmp_path / name
-    assert main(["evaluate", "--rows", str(rows), "--out-dir", str(ev)]) == 0
-    assert main(["evaluate", "--select", "--out-dir", str(ev)]) == 0
-    assert main(["tables", "--eval-dir", str(ev), "--bootstrap", "0"]) == 0
+    evaluate_rows(rows=[rows], out_dir=ev)
+    select_settings(eval_dir=ev)
+    write_outputs(eval_dir=ev, bootstrap=0)
     return ev
 
 
@@ -175,52 +173,37 @@ def _config_and_pairs(tmp_path):
     return cfg, pairs
 
 
-def test_regress_command_catches_degraded_estimator_and_stale_reference(tmp_path, capsys):
+def test_regress_catches_degraded_estimator_and_stale_reference(tmp_path, capsys):
     cfg, pairs = _config_and_pairs(tmp_path)
     good = _eval_dir(tmp_path, "good")
     ref = tmp_path / "results"
-    assert (
-        main(
-            [
-                "regress",
-                "--reference",
-                str(ref),
-                "--current",
-                str(good),
-                "--config",
-                str(cfg),
-                "--pairs",
-                str(pairs),
-                "--update",
-            ]
-        )
-        == 0
-    )
+    with pytest.raises(FileNotFoundError, match="the reference is left as it is"):
+        update(ref, tmp_path / "nowhere", cfg, pairs)
+    update(ref, good, cfg, pairs)
     prov = json.loads((ref / "provenance.json").read_text())
     assert {"study_sha256", "pairs_sha256", "versions"} <= set(prov) and (ref / "rows.parquet").exists()
-    base = ["regress", "--reference", str(ref), "--config", str(cfg), "--pairs", str(pairs)]
-    assert main([*base, "--current", str(good), "--out", str(tmp_path / "v.txt")]) == 0
-    assert (tmp_path / "v.txt").read_text().startswith("OK")
+    base = dict(reference=ref, config=cfg, pairs=pairs)
+    ok, text = regress(current=good, out=tmp_path / "v.txt", **base)
+    assert ok and (tmp_path / "v.txt").read_text() == text + "\n" and text.startswith("OK")
     # a deliberately degraded estimator fails, with a table naming it
     bad = _eval_dir(tmp_path, "bad", degrade="lo_ransac_poselib")
-    capsys.readouterr()
-    assert main([*base, "--current", str(bad)]) == 1
-    out = capsys.readouterr().out
-    assert "REGRESSION" in out and "lo_ransac_poselib" in out and "| rate |" in out
+    ok, out = regress(current=bad, **base)
+    assert not ok and "REGRESSION" in out and "lo_ransac_poselib" in out and "| rate |" in out
     moved_estimators = {line.split("|")[3].strip() for line in out.splitlines() if line.startswith("| rate")}
     assert moved_estimators == {"lo_ransac_poselib"}
+    # the command's exit status is the verdict (the workflow's regress rule fails on it)
+    cmd = ["regress", "--reference", str(ref), "--config", str(cfg), "--pairs", str(pairs), "--current"]
+    assert main([*cmd, str(good)]) == 0 and main([*cmd, str(bad)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
     # a changed pair table fails
     pairs2 = tmp_path / "pairs2.csv"
     pairs2.write_text("pair_id,scene\nq,s\n")
-    assert (
-        main(["regress", "--reference", str(ref), "--config", str(cfg), "--pairs", str(pairs2), "--current", str(good)])
-        == 1
-    )
-    assert "pair table" in capsys.readouterr().out
+    ok, out = regress(current=good, **dict(base, pairs=pairs2))
+    assert not ok and "pair table" in out
     # a config edited without updating the reference: stale
     cfg.write_text("name: t\nseed: 1\n")
-    assert main([*base, "--current", str(good)]) == 1
-    assert "stale reference" in capsys.readouterr().out
+    ok, out = regress(current=good, **base)
+    assert not ok and "stale reference" in out
 
 
 def test_variation_of_repeated_runs(tmp_path):

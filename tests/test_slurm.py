@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from nre.reference.compare import compare_eval_dirs
 from nre.workflow.cluster import PendingWatch, parse_squeue, sinfo_nodes
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slurm
 LOCAL_TIMEOUT_S = int(os.environ.get("NRE_SLURM_TEST_LOCAL_TIMEOUT", 1200))
 SLURM_TIMEOUT_S = int(os.environ.get("NRE_SLURM_TEST_TIMEOUT", 1800))  # measured ~2.5x the local run

@@ -1,16 +1,17 @@
-"""Tables 1-2 and the summary on hand-made rows with known answers; the evaluate -> select -> tables -> report
-commands end to end on rows written in the documented parquet schema."""
+"""Tables 1-2 and the summary on hand-made rows with known answers; evaluate -> select -> tables -> report
+(``nre.eval.outputs``, ``nre.eval.report``) end to end on rows written in the documented parquet schema."""
 
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_evaluate import THR, make_rows
+from helpers import THR, make_rows
 
-from nre.cli import main
 from nre.eval import metrics as E
 from nre.eval import tables as T
+from nre.eval.outputs import evaluate_rows, select_settings, write_outputs
+from nre.eval.report import build
 
 
 def _nre_vs_worse(n=60):
@@ -88,7 +89,7 @@ def test_markdown_and_latex_writers(tmp_path):
     assert pd.read_csv(tmp_path / "t.csv").shape == (2, 3)
 
 
-def test_evaluate_select_tables_report_commands(tmp_path):
+def test_evaluate_select_tables_report(tmp_path):
     df = make_rows(
         np.random.default_rng(3),
         {
@@ -116,9 +117,10 @@ def test_evaluate_select_tables_report_commands(tmp_path):
         }
     ).to_csv(tmp_path / "pairs.csv", index=False)
     ev = tmp_path / "eval"
-    assert main(["evaluate", "--rows", *paths, "--out-dir", str(ev), "--thresholds", json.dumps(THR)]) == 0
-    assert main(["evaluate", "--select", "--out-dir", str(ev), "--metric", "R>10deg"]) == 0
-    assert main(["tables", "--eval-dir", str(ev), "--bootstrap", "50"]) == 0
+    evaluate_rows(rows=paths, out_dir=ev, thresholds=THR)
+    assert json.loads((ev / "thresholds.json").read_text()) == THR
+    select_settings(eval_dir=ev, metric="R>10deg")
+    write_outputs(eval_dir=ev, bootstrap=50)
     for f in (
         "table1_paper.md",
         "table1_fair.tex",
@@ -141,11 +143,6 @@ def test_evaluate_select_tables_report_commands(tmp_path):
         d[(d.split == "test") & (d.estimator == "lo_ransac_poselib") & (d.params == chosen)]["rotation_error_deg"] > 10
     ).mean()
     assert t1.loc[("all", "lo_ransac_poselib"), "R>10deg"] == pytest.approx(want)
-    assert (
-        main(
-            ["report", "--eval-dir", str(ev), "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "r.html")]
-        )
-        == 0
-    )
+    build(ev, tmp_path / "pairs.csv", "t", tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert "Table 1" in html and "data:image/png;base64" in html and "lo_ransac_poselib" in html

@@ -1,26 +1,23 @@
-"""`nre timing` (Table 3): estimators timed on the run's map caches, features extracted only when an estimator needs
-them, a missing cache computed in memory instead; and Fig. 4 map pictures drawn without any result."""
-
-import json
-from pathlib import Path
+"""Table 3 timing jobs (``nre.eval.timing.timing_job``): estimators timed on the run's map caches, features
+extracted only when an estimator needs them, a missing cache computed in memory instead; Fig. 4 map pictures drawn
+without any result; and jobs that need no features never load torch."""
 
 import pandas as pd
 import pytest
+from helpers import REPO, TINY_MD, tiny_maps, tiny_pairs
 
-from nre.cli import main
+from nre.errors import OptionError
+from nre.estimators.runner import estimate_pairs
+from nre.eval.timing import timing_job
 from nre.features.dsift import DenseSift
-
-TINY_MD = Path(__file__).resolve().parent / "data" / "megadepth_tiny"
 
 
 @pytest.fixture(scope="module")
 def pairs_and_maps(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("timing")
     pairs, maps = tmp / "pairs.csv", tmp / "maps"
-    base = ["--root", str(TINY_MD), "--max-points", "200"]
-    assert main(["pairs", "--root", str(TINY_MD), "--scenes", "0016", "--n-pairs", "3", "--min-covisible", "20",
-                 "--n-tuning", "0", "--out", str(pairs)]) == 0  # fmt: skip
-    assert main(["maps", "--pairs", str(pairs), *base, "--out-dir", str(maps), "--manifest", str(maps / "m.csv")]) == 0
+    tiny_pairs(pairs, 3)
+    tiny_maps(pairs, maps, threads=None)
     return pairs, maps
 
 
@@ -28,7 +25,7 @@ calls: list = []  # levels of every DenseSift.extract call of the current _timin
 
 
 def _timing(pairs, out, estimators: dict, maps=None, monkeypatch=None) -> tuple[pd.DataFrame, list]:
-    """Run `nre timing --no-stages` and return its rows and the levels of every DenseSift.extract call."""
+    """A timing job of the estimators alone; its rows and the levels of every DenseSift.extract call."""
     calls.clear()
     orig = DenseSift.extract
 
@@ -37,11 +34,8 @@ def _timing(pairs, out, estimators: dict, maps=None, monkeypatch=None) -> tuple[
         return orig(self, image, levels)
 
     monkeypatch.setattr(DenseSift, "extract", spy)
-    args = ["timing", "--pairs", str(pairs), "--root", str(TINY_MD), "--max-points", "200", "--n-pairs", "2"]
-    args += ["--no-stages", "--estimators", json.dumps(estimators), "--threads", "1", "--out", str(out)]
-    if maps is not None:
-        args += ["--maps-dir", str(maps)]
-    assert main(args) == 0
+    timing_job(pairs=pairs, root=TINY_MD, out=out, estimators=estimators, stages=False, n_pairs=2, max_points=200,
+               threads=1, maps_dir=maps)  # fmt: skip
     return pd.read_csv(out, dtype={"pair_id": str}), list(calls)
 
 
@@ -97,12 +91,21 @@ def test_feature_estimators_get_their_features_before_the_clock(pairs_and_maps, 
     assert len(got) == 2 * 2 * per_image, got
 
 
+def test_an_unknown_estimator_stops_the_job_before_any_measurement(pairs_and_maps, tmp_path):
+    pairs, maps = pairs_and_maps
+    with pytest.raises(OptionError, match="x: --estimators options iterations: .*no option"):
+        timing_job(pairs=pairs, root=TINY_MD, out=tmp_path / "t.csv", estimators={"x": {"cls": "oracle",
+                   "options": {"iterations": 3}}}, stages=False, maps_dir=maps)  # fmt: skip
+    assert not (tmp_path / "t.csv").exists()
+
+
 def test_map_pictures_alone_need_no_results(pairs_and_maps, tmp_path):
-    """The workflow draws Fig. 4 in its own job, before any estimator result exists: `nre tables --no-tables`."""
+    """The workflow draws Fig. 4 in its own job, before any estimator result exists (``nre tables --no-tables``)."""
+    from nre.eval.outputs import write_outputs
+
     pairs, _ = pairs_and_maps
     ev = tmp_path / "eval"
-    args = ["tables", "--no-tables", "--eval-dir", str(ev), "--map-pictures", "2", "--pairs", str(pairs)]
-    assert main([*args, "--root", str(TINY_MD), "--max-points", "200"]) == 0
+    write_outputs(eval_dir=ev, tables=False, map_pictures=2, pairs=pairs, root=TINY_MD, max_points=200)
     assert sorted(p.name for p in ev.iterdir()) == ["fig4_maps_0.pdf", "fig4_maps_0.png", "fig4_maps_1.pdf",
                                                      "fig4_maps_1.png"]  # fmt: skip
 
@@ -112,7 +115,7 @@ def _fresh(code: str) -> str:
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout.strip().splitlines()[-1]
 
@@ -129,42 +132,41 @@ def _spy(flag, expr: str) -> str:
 
 
 def test_ransac_jobs_never_load_torch_and_torch_jobs_get_their_threads(pairs_and_maps, tmp_path):
-    """Importing torch is ~2.5 s, most of a RANSAC job: `nre estimate` and `nre timing` on cached maps must not
-    load it, neither in the job's process nor in its worker. A job that does use torch still runs with the --threads
-    it was given (set before torch loads)."""
+    """Importing torch is ~2.5 s, most of a RANSAC job: estimate and timing jobs on cached maps must not load it,
+    neither in the job's process nor in its worker. A job that does use torch still runs with the threads it was
+    given (set before torch loads)."""
     pairs, maps = pairs_and_maps
-    est = ["estimate", "--pairs", str(pairs), "--root", str(TINY_MD), "--maps-dir", str(maps), "--max-points", "200"]
-    spec = json.dumps({"oracle": {"cls": "oracle"}, "magsac_pp": {"cls": "magsac_pp"}})
-    tim = ["timing", "--pairs", str(pairs), "--root", str(TINY_MD), "--max-points", "200", "--n-pairs", "1"]
-    tim += ["--no-stages", "--maps-dir", str(maps), "--estimators", spec, "--threads", "1"]
+    est = dict(pairs=str(pairs), root=str(TINY_MD), maps_dir=str(maps), max_points=200)
+    spec = {"oracle": {"cls": "oracle"}, "magsac_pp": {"cls": "magsac_pp"}}
+    tim = dict(pairs=str(pairs), root=str(TINY_MD), max_points=200, n_pairs=1, stages=False, maps_dir=str(maps))
     flag = tmp_path / "torch_loaded.txt"
-    for args in (
-        [*est, "--estimator", "lo_ransac_poselib", "--threads", "1", "--out", str(tmp_path / "p.parquet")],
-        [*est, "--estimator", "gc_ransac", "--grid", '{"threshold": [8]}', "--out", str(tmp_path / "g.parquet")],
-        [*tim, "--out", str(tmp_path / "t.csv")],
+    estimate = "from nre.estimators.runner import estimate_pairs as job\n"
+    timing = "from nre.eval.timing import timing_job as job\n"
+    for call, kw in (
+        (estimate, dict(est, estimator="lo_ransac_poselib", threads=1, out=str(tmp_path / "p.parquet"))),
+        (estimate, dict(est, estimator="gc_ransac", grid={"threshold": [8]}, out=str(tmp_path / "g.parquet"))),
+        (timing, dict(tim, estimators=spec, threads=1, out=str(tmp_path / "t.csv"))),
     ):
-        code = _spy(flag, "'torch' in sys.modules")
-        code += f"from nre.cli import main; main({args!r}); print('torch' in sys.modules)"
-        assert _fresh(code) == "False", args
+        code = _spy(flag, "'torch' in sys.modules") + call + f"job(**{kw!r}); print('torch' in sys.modules)"
+        assert _fresh(code) == "False", kw
     assert set(flag.read_text().split()) == {"False"} and len(flag.read_text().split()) == 3 + 3 + 2
     assert pd.read_parquet(tmp_path / "p.parquet")["success"].any()
     assert len(pd.read_csv(tmp_path / "t.csv")) == 2
-    args = [*est, "--estimator", "re_gauss", "--grid", '{"sigma": [5]}', "--threads", "1"]
-    args += ["--options", '{"msac_iterations": 100}', "--out", str(tmp_path / "r.parquet")]
+    kw = dict(est, estimator="re_gauss", grid={"sigma": [5]}, threads=1, options={"msac_iterations": 100})
     threads = tmp_path / "threads.txt"
-    code = _spy(threads, "sys.modules['torch'].get_num_threads()") + f"from nre.cli import main; main({args!r})"
-    _fresh(code + "; print('ok')")
+    code = _spy(threads, "sys.modules['torch'].get_num_threads()") + estimate
+    _fresh(code + f"job(**{dict(kw, out=str(tmp_path / 'r.parquet'))!r}); print('ok')")
     assert threads.read_text().split() == ["1"] * 3
 
 
 def test_a_ransac_job_checks_the_backend_of_the_maps_it_reads(pairs_and_maps, tmp_path):
-    """Without a backend object (no torch), the rows' --features label must still match the caches' backend."""
+    """Without a backend object (no torch), the rows' features label must still match the caches' backend."""
     pairs, maps = pairs_and_maps
-    est = ["estimate", "--pairs", str(pairs), "--root", str(TINY_MD), "--maps-dir", str(maps), "--max-points", "200"]
-    est += ["--estimator", "lo_ransac_poselib", "--grid", '{"threshold": [8]}']
-    assert main([*est, "--features", "nre_compact", "--out", str(tmp_path / "bad.parquet")]) == 0
+    est = dict(pairs=pairs, root=TINY_MD, maps_dir=maps, max_points=200, estimator="lo_ransac_poselib")
+    est["grid"] = {"threshold": [8]}
+    estimate_pairs(features="nre_compact", out=tmp_path / "bad.parquet", **est)
     bad = pd.read_parquet(tmp_path / "bad.parquet")
     assert len(bad) == 3 and not bad["success"].any()
     assert bad["failure_reason"].str.contains("made with the dsift backend, not nre_compact").all()
-    assert main([*est, "--features", "dsift", "--out", str(tmp_path / "good.parquet")]) == 0
+    estimate_pairs(features="dsift", out=tmp_path / "good.parquet", **est)
     assert pd.read_parquet(tmp_path / "good.parquet")["success"].all()

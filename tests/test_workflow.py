@@ -9,20 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import REPO, TINY_MD, snakemake, tiny_maps, tiny_pairs
 
-from nre.cli import main
+from nre.estimators.runner import estimate_pairs
+from nre.reference.regress import regress
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_MD = REPO / "tests" / "data" / "megadepth_tiny"
 MD_DATA = json.dumps({"root": str(TINY_MD), "synth": None, "test_scenes": ["0016"], "tuning_scenes": ["0033"]})
-
-
-def snakemake(*args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
 
 
 @pytest.mark.parametrize(
@@ -62,68 +54,16 @@ def test_schema_rejects_wrong_key_and_type(tmp_path):
 
 def test_real_data_path_and_chunking_invariance(tmp_path):
     pairs = tmp_path / "pairs.csv"
-    assert (
-        main(
-            [
-                "pairs",
-                "--root",
-                str(TINY_MD),
-                "--scenes",
-                "0016",
-                "--n-tuning",
-                "2",
-                "--tuning-scenes",
-                "0033",
-                "--n-pairs",
-                "4",
-                "--min-covisible",
-                "20",
-                "--out",
-                str(pairs),
-            ]
-        )
-        == 0
-    )
-    df = pd.read_csv(pairs)
+    df = tiny_pairs(pairs, 4, n_tuning=2, tuning_scenes=["0033"])
     assert set(df["split"]) == {"test", "tuning"} and df["scene"].isin(["0016_0", "0033"]).all()
     maps = tmp_path / "maps"
-    assert (
-        main(
-            [
-                "maps",
-                "--pairs",
-                str(pairs),
-                "--root",
-                str(TINY_MD),
-                "--out-dir",
-                str(maps),
-                "--max-points",
-                "200",
-                "--manifest",
-                str(maps / "m.csv"),
-            ]
-        )
-        == 0
-    )
+    tiny_maps(pairs, maps, threads=None)
     assert (pd.read_csv(maps / "m.csv")["status"] == "ok").all()
-    common = [
-        "estimate",
-        "--pairs",
-        str(pairs),
-        "--root",
-        str(TINY_MD),
-        "--maps-dir",
-        str(maps),
-        "--max-points",
-        "200",
-        "--estimator",
-        "lo_ransac_poselib",
-        "--grid",
-        '{"threshold": [4, 8]}',
-    ]
-    assert main([*common, "--out", str(tmp_path / "all.parquet")]) == 0
+    common = dict(pairs=pairs, root=TINY_MD, maps_dir=maps, max_points=200, estimator="lo_ransac_poselib")
+    common["grid"] = {"threshold": [4, 8]}
+    estimate_pairs(out=tmp_path / "all.parquet", **common)
     for k in range(3):
-        assert main([*common, "--chunk", f"{k}/3", "--out", str(tmp_path / f"c{k}.parquet")]) == 0
+        estimate_pairs(chunk=f"{k}/3", out=tmp_path / f"c{k}.parquet", **common)
     a = pd.read_parquet(tmp_path / "all.parquet")
     b = pd.concat([pd.read_parquet(tmp_path / f"c{k}.parquet") for k in range(3)], ignore_index=True)
     cols = ["pair_id", "params", "success", "qw", "qx", "qy", "qz", "tx", "ty", "tz", "rotation_error_deg"]
@@ -131,7 +71,7 @@ def test_real_data_path_and_chunking_invariance(tmp_path):
     assert len(a) == 2 * len(df)
     # a missing cache is a recorded failure, never a dropped row
     (maps / f"{df['pair_id'].iloc[0]}.npz").unlink()
-    assert main([*common, "--out", str(tmp_path / "missing.parquet")]) == 0
+    estimate_pairs(out=tmp_path / "missing.parquet", **common)
     m = pd.read_parquet(tmp_path / "missing.parquet")
     assert len(m) == len(a) and (~m["success"]).sum() == 2
     assert m.loc[~m["success"], "failure_reason"].str.contains("no map cache").all()
@@ -227,20 +167,8 @@ def test_quick_config_matches_committed_reference(tmp_path):
     """Recomputes config/quick.yaml from scratch and compares it with results/quick (the CI regression check)."""
     out = tmp_path / "quick"
     snakemake("--cores", "2", "--configfile", "config/quick.yaml", "--config", f"out={out}")
-    assert (
-        main(
-            [
-                "regress",
-                "--reference",
-                str(REPO / "results/quick"),
-                "--current",
-                str(out / "eval"),
-                "--config",
-                str(REPO / "config/quick.yaml"),
-            ]
-        )
-        == 0
-    )
+    ok, verdict = regress(reference=REPO / "results/quick", current=out / "eval", config=REPO / "config/quick.yaml")
+    assert ok, verdict
     # rerunning computes nothing
     p = snakemake("-n", "--configfile", "config/quick.yaml", "--config", f"out={out}")
     assert "Nothing to be done" in p.stdout + p.stderr

@@ -9,12 +9,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import DATA, SAMPLE, tiny_maps, tiny_pairs
 
-from nre.cli import main
 from nre.data.images import encoded_problem, read_image, read_image_file
 from nre.data.pairdata import PairData
 from nre.estimators.base import Estimator, check_pose
 from nre.estimators.problem import Result
+from nre.estimators.runner import estimate_pairs
 from nre.estimators.testing import matches_problem as synthetic_problem
 from nre.features import get_backend
 from nre.features.access import PairFeatures
@@ -22,9 +23,6 @@ from nre.features.base import enable_memo
 from nre.features.dsift import DenseSift
 from nre.geometry import Pose
 from nre.maps import cache
-
-DATA = Path(__file__).parent / "data"
-SAMPLE = DATA / "sample_pair" / "pair.npz"
 
 
 def _truncate(path: Path, fraction: float = 0.5) -> None:
@@ -61,28 +59,27 @@ def test_truncated_jpeg_and_png_are_errors_naming_the_file(tmp_path):
 
 @pytest.fixture
 def tiny_copy(tmp_path):
-    """A writable copy of the committed MegaDepth-format scene 0016, its pairs and their map caches."""
+    """A writable copy of the committed MegaDepth-format scene 0016, its pairs and their map caches; ``remap()``
+    reruns the maps job (its manifest), ``estimate(out)`` an estimate job (its rows by pair id)."""
     root = tmp_path / "md"
     shutil.copytree(DATA / "megadepth_tiny" / "0016", root / "0016")
-    pairs = tmp_path / "pairs.csv"
-    assert main(["pairs", "--root", str(root), "--scenes", "0016", "--n-pairs", "3", "--min-covisible", "20",
-                 "--n-tuning", "0", "--out", str(pairs)]) == 0  # fmt: skip
-    maps = tmp_path / "maps"
-    args = ["maps", "--pairs", str(pairs), "--root", str(root), "--max-points", "200", "--threads", "1"]
-    args += ["--out-dir", str(maps), "--manifest", str(maps / "m.csv")]
-    assert main(args) == 0
+    pairs, maps = tmp_path / "pairs.csv", tmp_path / "maps"
+    table = tiny_pairs(pairs, 3, root=root)
 
-    def estimate(out: str, estimator="lo_ransac_poselib", grid='{"threshold": [8]}') -> pd.DataFrame:
-        a = ["estimate", "--pairs", str(pairs), "--root", str(root), "--maps-dir", str(maps), "--max-points", "200"]
-        a += ["--estimator", estimator, "--out", str(tmp_path / out)] + (["--grid", grid] if grid else [])
-        assert main(a) == 0
+    def remap() -> pd.DataFrame:
+        return tiny_maps(pairs, maps, root=root).manifest.set_index("pair_id")
+
+    def estimate(out: str) -> pd.DataFrame:
+        estimate_pairs(pairs=pairs, root=root, maps_dir=maps, max_points=200, estimator="lo_ransac_poselib",
+                       grid={"threshold": [8]}, out=tmp_path / out)  # fmt: skip
         return pd.read_parquet(tmp_path / out).set_index("pair_id")
 
-    return root, pd.read_csv(pairs, dtype={"pair_id": str}), args, estimate
+    remap()
+    return root, table, maps, remap, estimate
 
 
 def test_a_truncated_image_is_a_recorded_failure_naming_it(tiny_copy):
-    root, pairs, maps_args, estimate = tiny_copy
+    root, pairs, maps, remap, estimate = tiny_copy
     assert estimate("before.parquet")["success"].all()
     row = pairs.iloc[0]
     img = root / "0016" / "images" / row["target"]
@@ -93,8 +90,7 @@ def test_a_truncated_image_is_a_recorded_failure_naming_it(tiny_copy):
     assert (~df.loc[users, "success"]).all() and df.drop(users.tolist())["success"].all()
     assert df.loc[users, "failure_reason"].str.contains(f"target image {img} changed|source image {img} changed").all()
     # nre maps recomputes them, and fails on the truncated file: estimate records that error for the pair
-    assert main(maps_args) == 0
-    m = pd.read_csv(Path(maps_args[-1]), dtype={"pair_id": str}).set_index("pair_id")
+    m = remap()
     assert (m.loc[users, "status"] == "failed").all() and m.loc[users, "error"].str.contains("truncated JPEG").all()
     df = estimate("after.parquet")
     assert len(df) == len(pairs) and (~df.loc[users, "success"]).all()
@@ -220,17 +216,16 @@ def test_a_cache_altered_on_disk_or_made_from_other_inputs_is_detected(pair, tmp
 
 
 def test_shifted_matches_on_disk_are_a_recorded_failure_of_nre_estimate(tiny_copy):
-    root, pairs, maps_args, estimate = tiny_copy
+    root, pairs, maps, remap, estimate = tiny_copy
     pid = pairs["pair_id"].iloc[1]
-    path = Path(maps_args[maps_args.index("--out-dir") + 1]) / f"{pid}.npz"
+    path = maps / f"{pid}.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
     np.savez_compressed(path, **{**arrays, "match_xy": arrays["match_xy"] + [6.0, -4.0]})
     df = estimate("shifted.parquet")
     assert not df.loc[pid, "success"] and "content digest mismatch" in df.loc[pid, "failure_reason"]
     assert df.drop(pid)["success"].all()
-    assert main(maps_args) == 0  # nre maps sees the altered cache and recomputes it
-    m = pd.read_csv(maps_args[-1], dtype={"pair_id": str}).set_index("pair_id")
+    m = remap()  # the maps job sees the altered cache and recomputes it
     assert not m.loc[pid, "cached"] and m.drop(pid)["cached"].all() and (m["status"] == "ok").all()
     assert estimate("recomputed.parquet")["success"].all()
     with np.load(path) as z:

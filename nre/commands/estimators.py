@@ -1,8 +1,7 @@
-"""``nre estimators``: the registered estimators with their inputs, stages, default sweep grids and options."""
+"""``nre estimators``: the registered estimators with their inputs, stages, default sweep grids and options
+(``nre.estimators.listing.list_estimators``); exit status 1 when a plug-in under baselines/ failed to import."""
 
 from __future__ import annotations
-
-import json
 
 HELP = "list the registered estimators (baselines/) with their hyperparameter grids and options"
 
@@ -13,28 +12,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nre.estimators import registry
+    from nre.estimators.listing import list_estimators
 
-    try:
-        classes = [registry.get(n) for n in args.names] if args.names else list(registry.available().values())
-    except (KeyError, TypeError) as e:
-        raise SystemExit(f"nre estimators: {e.args[0] if e.args else e}") from e
-    info = [registry.describe(c) for c in classes]
-    errors = registry.import_errors()
-    if args.json:
-        print(json.dumps({"estimators": info, "import_errors": errors}, indent=2, default=str))
-        return 0
-    for d in info:
-        print(f"{d['name']}  ({d['class']})")
-        if d["doc"]:
-            print(f"    {d['doc']}")
-        print(
-            f"    needs: {', '.join(d['needs']) or '-'}"
-            + (f"; stages: {', '.join(d['stages'])}" if d["stages"] else "")
-        )
-        grid = ", ".join(f"{k}={v}" for k, v in d["grid"].items()) or "-"
-        print(f"    grid ({d['n_settings']} settings): {grid}; default setting: {json.dumps(d['default_setting'])}")
-        print(f"    options: {json.dumps(d['options'], default=str)}")
-    for mod, err in errors.items():
-        print(f"[import error] {mod}: {err}")
-    return 1 if errors else 0
+    listing = list_estimators(names=args.names, as_json=args.json)
+    print(listing.text)
+    return 1 if listing.import_errors and not args.json else 0

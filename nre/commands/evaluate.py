@@ -1,11 +1,10 @@
 """``nre evaluate``: result rows -> evaluated rows (with renderer-truth errors where available) and failure rates;
-``nre evaluate --select``: failure rates -> the selected hyperparameters under both protocols."""
+``nre evaluate --select``: failure rates -> the selected hyperparameters under both protocols
+(``nre.eval.outputs.evaluate_rows`` / ``select_settings``)."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+from nre.commands._args import json_option
 
 HELP = "evaluate result rows (failure rates per setting) or select hyperparameters (--select)"
 
@@ -21,34 +20,16 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import pandas as pd
+    from nre.eval.outputs import evaluate_rows, select_settings
 
-    from nre.estimators.rows import read
-    from nre.eval import metrics as E
-    from nre.eval.tables import write_table
-
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if args.select:
-        rates = E.read_rates(out / "failure_rates.csv")
-        try:
-            sel = E.select(rates, args.metric)
-        except ValueError as e:
-            print(f"nre evaluate --select: {e}", file=sys.stderr)
-            return 2
-        write_table(sel, out / "selection")
-        print(sel[["features", "estimator", "stage", "paper", "fair"]].to_string(index=False))
+        select_settings(eval_dir=args.out_dir, metric=args.metric)
         return 0
-    if not args.rows:
-        print("nre evaluate: --rows is required (or --select)", file=sys.stderr)
-        return 2
-    thr = json.loads(args.thresholds) if args.thresholds else E.DEFAULT_THRESHOLDS
-    df = E.prepare(read(args.rows))
-    if args.pairs and args.root:
-        df = E.truth_errors(df, pd.read_csv(args.pairs, dtype={"pair_id": str}), args.root)
-    df.to_parquet(out / "rows.parquet", index=False)
-    (out / "thresholds.json").write_text(json.dumps(thr, sort_keys=True))
-    rates = E.failure_rates(df, thr)
-    write_table(rates, out / "failure_rates")
-    print(f"{len(df)} rows, {len(rates)} rate cells -> {out}")
+    evaluate_rows(
+        rows=args.rows,
+        out_dir=args.out_dir,
+        thresholds=json_option(args.thresholds, "--thresholds"),
+        pairs=args.pairs,
+        root=args.root,
+    )
     return 0

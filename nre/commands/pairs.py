@@ -1,13 +1,7 @@
-"""``nre pairs``: build the evaluation pair table (or import an external pair list).
-
-Pairs that cannot be used (an image missing or with an unsupported camera model, an unsafe id, an unreadable scene)
-are skipped, logged and listed in ``<out>.skipped.csv`` (split, scene, pair_id, source, target, reason; written
-always, empty when nothing was skipped); the table is built from the rest."""
+"""``nre pairs``: build the evaluation pair table, or import an external pair list (``nre.data.pairs.build_pair_table``:
+unusable pairs are skipped and listed in ``<out>.skipped.csv``)."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 HELP = "sample the evaluation pairs (easy / medium / hard by viewpoint distance)"
 
@@ -40,76 +34,23 @@ def add_arguments(p):
     )
 
 
-def _split_scenes(root: Path, split: str) -> list[str]:
-    import yaml
-
-    f = root / "scenes.yaml"
-    if not f.exists():
-        raise FileNotFoundError(f"{f}: no scene list (pass --scenes)")
-    splits = yaml.safe_load(f.read_text()).get("splits", {})
-    if split not in splits:
-        raise ValueError(f"{f}: no split {split!r} (has {sorted(splits)})")
-    return list(splits[split])
-
-
 def run(args) -> int:
-    import pandas as pd
+    from nre.data.pairs import build_pair_table
 
-    from nre.data import pairs as P
-
-    root = Path(args.root)
-    skipped: list[dict] = []
-    image_split = None
-    if args.external:
-        df = P.external_pairs(root, args.external, args.min_covisible, args.distance, skipped=skipped)
-    else:
-        scenes = args.scenes or _split_scenes(root, args.split or "test")
-        same = args.tuning_from == "same-scene"
-        if same and args.tuning_scenes:
-            raise SystemExit("nre pairs: --tuning-from same-scene takes its tuning pairs from the test scenes; "
-                             "drop --tuning-scenes")  # fmt: skip
-        split = None
-        if same and args.n_tuning:
-            split = {s: P.split_images(P.scene_images(root, s), args.tuning_fraction, args.seed, s) for s in scenes}
-            image_split = split
-        df = P.sample_pairs(
-            root, scenes, args.n_pairs, "test", args.min_covisible, args.distance, args.seed, args.max_per_scene,
-            skipped=skipped, images=None if split is None else {s: v["test"] for s, v in split.items()},
-        )  # fmt: skip
-        if args.n_tuning and same:
-            tun = P.sample_pairs(
-                root, scenes, args.n_tuning, "tuning", args.min_covisible, args.distance, args.seed,
-                args.max_per_scene, skipped=skipped, images={s: v["tuning"] for s, v in split.items()},
-            )  # fmt: skip
-            df = pd.concat([df, tun], ignore_index=True)
-        elif args.n_tuning:
-            tscenes = args.tuning_scenes if args.tuning_scenes is not None else _split_scenes(root, "tuning")
-            overlap = set(tscenes) & set(scenes)
-            if overlap:
-                raise ValueError(f"tuning scenes overlap the test scenes: {sorted(overlap)}")
-            tun = P.sample_pairs(
-                root,
-                tscenes,
-                args.n_tuning,
-                "tuning",
-                args.min_covisible,
-                args.distance,
-                args.seed,
-                args.max_per_scene,
-                skipped=skipped,
-            )
-            df = pd.concat([df, tun], ignore_index=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False, float_format="%.6g")
-    skipped_csv = out.with_suffix(".skipped.csv")
-    pd.DataFrame(skipped, columns=P.SKIPPED_COLUMNS).to_csv(skipped_csv, index=False)
-    if skipped:
-        print(f"{len(skipped)} candidate pairs or scenes skipped (reasons in {skipped_csv})")
-    summ = {s: P.summary(g) for s, g in df.groupby("split")}
-    if image_split is not None:
-        summ["image_split"] = image_split
-    out.with_suffix(".summary.json").write_text(json.dumps(summ, indent=2))
-    P.plot_histogram(df[df["split"] == "test"], out.with_suffix(".hist.png"))
-    print(json.dumps(summ, indent=1))
+    build_pair_table(
+        root=args.root,
+        out=args.out,
+        scenes=args.scenes,
+        split=args.split or "test",
+        tuning_scenes=args.tuning_scenes,
+        tuning_from=args.tuning_from,
+        tuning_fraction=args.tuning_fraction,
+        n_pairs=args.n_pairs,
+        n_tuning=args.n_tuning,
+        min_covisible=args.min_covisible,
+        distance=args.distance,
+        max_per_scene=args.max_per_scene,
+        seed=args.seed,
+        external=args.external,
+    )
     return 0

@@ -1,10 +1,9 @@
 """``nre regress``: compare a run with its committed reference (or update the reference on purpose, or measure
-run-to-run variation)."""
+run-to-run variation): ``nre.reference.regress.regress`` / ``update`` / ``measure``."""
 
 from __future__ import annotations
 
-import json
-import sys
+from nre.commands._args import json_option
 
 HELP = "check results against the committed reference within tolerance (--update: replace it on purpose)"
 
@@ -26,33 +25,33 @@ def add_arguments(p):
         "to 5 MB (auto, default)",
     )
     p.add_argument("--measure", nargs="+", default=None, help="evaluation folders of repeated runs: print variation")
-    p.add_argument("--out", help="write the verdict to this file (also on success)")
+    p.add_argument("--out", help="write the verdict (or the variation, CSV) to this file")
 
 
 def run(args) -> int:
-    from nre.reference.regress import check, update, variation
+    from nre.errors import OptionError
+    from nre.reference.regress import measure, regress, update
 
     if args.measure:
-        v = variation(args.measure)
-        print(v.to_string(index=False))
-        if args.out:
-            v.to_csv(args.out, index=False)
+        print(measure(eval_dirs=args.measure, out=args.out).to_string(index=False))
         return 0
     if not (args.reference and args.current and args.config):
-        print("nre regress: --reference, --current and --config are required", file=sys.stderr)
-        return 2
+        raise OptionError("--reference, --current and --config are required")
     if args.update:
         if not args.pairs:
-            print("nre regress: --update needs --pairs", file=sys.stderr)
-            return 2
+            raise OptionError("--update needs --pairs")
         update(args.reference, args.current, args.config, args.pairs, rows=args.rows)
         print(f"reference {args.reference} updated from {args.current}")
         return 0
-    tol = json.loads(args.tolerances) if args.tolerances else None
-    ok, msg = check(args.reference, args.current, args.config, args.abs_tol, args.pairs_tol, args.pairs, tol)
-    text = ("OK: " if ok else "REGRESSION: ") + msg
+    ok, text = regress(
+        reference=args.reference,
+        current=args.current,
+        config=args.config,
+        pairs=args.pairs,
+        abs_tol=args.abs_tol,
+        pairs_tol=args.pairs_tol,
+        tolerances=json_option(args.tolerances, "--tolerances"),
+        out=args.out,
+    )
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
     return 0 if ok else 1

@@ -1,4 +1,4 @@
-"""``nre report``: the HTML report of an evaluation folder."""
+"""``nre report``: the HTML report of an evaluation folder (``nre.eval.report.build``)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ HELP = "write the self-contained HTML report"
 
 
 def add_arguments(p):
-    p.add_argument("--eval-dir", required=True)
-    p.add_argument("--pairs", required=True)
-    p.add_argument("--config-name", default="")
-    p.add_argument("--out", required=True)
+    p.add_argument("--eval-dir", required=True, help="evaluation folder (nre evaluate, nre tables)")
+    p.add_argument("--pairs", required=True, help="pair table (CSV, from nre pairs)")
+    p.add_argument("--config-name", default="", help="title of the report")
+    p.add_argument("--out", required=True, help="the HTML file")
 
 
 def run(args) -> int:
     from nre.eval.report import build
 
     build(args.eval_dir, args.pairs, args.config_name, args.out)
-    print(f"wrote {args.out}")
     return 0

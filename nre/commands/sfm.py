@@ -1,10 +1,7 @@
-"""``nre sfm``: build a scene in the undistorted MegaDepth layout from a folder of photographs (pycolmap SfM)."""
+"""``nre sfm``: build a scene in the undistorted MegaDepth layout from a folder of photographs (pycolmap SfM,
+``nre.data.reconstruct.build_scene``)."""
 
 from __future__ import annotations
-
-import json
-import logging
-from pathlib import Path
 
 HELP = "reconstruct a folder of photographs with pycolmap into OUT/<scene> (undistorted MegaDepth layout)"
 DESCRIPTION = (
@@ -31,30 +28,20 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import pycolmap
+    from nre.data.reconstruct import build_scene
 
-    from nre.data.reconstruct import SfmError, reconstruct
-
-    # pycolmap's own (glog) progress only with `nre -v`; nre's stage-by-stage progress is always shown
-    pycolmap.logging.minloglevel = 0 if logging.getLogger().isEnabledFor(logging.DEBUG) else 1
-    try:
-        rep = reconstruct(
-            args.images,
-            args.out,
-            args.scene,
-            camera_model=args.camera_model,
-            single_camera=args.single_camera,
-            max_image_size=args.max_image_size,
-            max_features=args.max_features,
-            min_registered=args.min_registered,
-            seed=args.seed,
-            threads=args.threads,
-            overwrite=args.overwrite,
-        )
-    except SfmError as e:
-        raise SystemExit(f"nre sfm: {e}") from None
-    path = Path(args.report) if args.report else Path(rep.out_dir) / "sfm" / "report.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rep.to_dict(), indent=1))
-    print(rep.summary())
+    build_scene(
+        images=args.images,
+        out=args.out,
+        scene=args.scene,
+        camera_model=args.camera_model,
+        single_camera=args.single_camera,
+        max_image_size=args.max_image_size,
+        max_features=args.max_features,
+        min_registered=args.min_registered,
+        seed=args.seed,
+        threads=args.threads,
+        overwrite=args.overwrite,
+        report=args.report,
+    )
     return 0

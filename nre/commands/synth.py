@@ -1,4 +1,4 @@
-"""``nre synth``: generate the embedded MegaDepth-format default."""
+"""``nre synth``: generate the embedded MegaDepth-format default (``nre.data.synth.generate``: resumes per scene)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,5 @@ def add_arguments(p):
 def run(args) -> int:
     from nre.data.synth import generate
 
-    meta = generate(args.out, args.preset, args.seed, args.jobs, tuple(args.splits))
-    print(f"wrote {sum(len(v) for v in meta['splits'].values())} scenes to {args.out} in {meta['seconds']} s")
+    generate(args.out, args.preset, args.seed, args.jobs, tuple(args.splits))
     return 0

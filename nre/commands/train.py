@@ -1,15 +1,11 @@
 """``nre train``: learn the compact NRE features with the NRE loss (Eq. 10), calibrate a hand-crafted backend's
-temperature (its one-parameter case), or compare backends on held-out pairs."""
+temperature (its one-parameter case), or compare backends on held-out pairs (``nre.train.jobs``)."""
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
+from nre.commands._args import named_json
 
 HELP = "train the compact NRE networks with the NRE loss (Eq. 10) / calibrate the dsift temperature / compare"
-
-log = logging.getLogger("nre.train")
 
 
 def add_arguments(p):
@@ -40,71 +36,19 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import torch
-    import yaml
+    from nre.train import jobs
 
-    from nre.train import training as T
-
-    cfg = T.load_config(args.config)
-    if args.root:
-        cfg["data"]["root"] = args.root
-    if args.steps is not None:
-        for lv in ("coarse", "fine"):
-            cfg[lv]["steps"] = int(args.steps)
-    torch.set_num_threads(int(args.threads or cfg["threads"]))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.resolved.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
+    common = dict(config=args.config, out=args.out, root=args.root, threads=args.threads)
     if args.calibrate_temperature:
-        name = args.calibrate_temperature
-        c = cfg["calibrate"]
-        data = T.build_pairs(
-            cfg["data"]["root"],
-            list(cfg["data"]["scenes"] or T.scenes_of_split(cfg["data"]["root"], "train")),
-            int(c["n_pairs"]),
-            int(cfg["seed"]),
-            "calibrate",
-            int(cfg["data"]["min_covisible"]),
+        jobs.calibrate(backend=args.calibrate_temperature, **common)
+    elif args.compare is not None:
+        jobs.compare_backends(backends=named_json(args.compare, "--compare"), **common)
+    else:
+        jobs.train(
+            levels=tuple(args.levels),
+            resume=args.resume,
+            steps=args.steps,
+            export_weights=args.export_weights,
+            **common,
         )
-        res = T.calibrate_temperature(cfg, data, name)
-        (out / f"{name}_temperature.json").write_text(json.dumps(res, indent=1) + "\n")
-        (out / f"{name}_temperature.yaml").write_text(
-            yaml.safe_dump({"features": {name: {"options": {"temperature": round(res["temperature"], 5)}}}})
-        )
-        print(json.dumps(res, indent=1))
-        return 0
-
-    if args.compare is not None:
-        from nre.features import get_backend
-
-        specs = {}
-        for item in args.compare or []:
-            name, _, js = item.partition("=")
-            specs[name] = json.loads(js) if js else {}
-        if not specs:
-            specs = {"nre_compact": {}, "dsift": {}}
-            tf = out / "dsift_temperature.json"
-            if tf.exists():
-                specs["dsift"] = {"temperature": json.loads(tf.read_text())["temperature"]}
-        backends = {}
-        for name, opts in specs.items():
-            base = name.split("@")[0]  # allow e.g. dsift@s2=... for a second configuration of one backend
-            backends[name] = get_backend(base, **opts)
-        data = T.TrainingData(dict(cfg, data=dict(cfg["data"], n_pairs=1)))
-        pairs = {"validation (held-out train-scene images)": data.val, f"eval ({cfg['eval']['split']} scenes)": []}
-        pairs[f"eval ({cfg['eval']['split']} scenes)"] = T.eval_pairs(cfg)
-        res = {"backends": specs, "results": T.compare(cfg, backends, pairs)}
-        (out / "compare.json").write_text(json.dumps(res, indent=1) + "\n")
-        print(json.dumps(res, indent=1))
-        return 0
-
-    data = T.TrainingData(cfg)
-    summary = {}
-    for lv in args.levels:
-        summary[lv] = T.train_level(lv, cfg, data, out, resume=args.resume)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    if args.export_weights:
-        paths = T.export_weights(out, args.export_weights, args.levels)
-        log.info("exported %s", ", ".join(map(str, paths)))
     return 0

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nre.errors import FileFormatError, InputError
+
 
 def encoded_problem(data: bytes | np.ndarray) -> str | None:
     """Why an encoded JPEG or PNG file is incomplete (``None`` if it is complete, or of another format).
@@ -75,19 +77,20 @@ def _png_problem(buf: np.ndarray) -> str | None:
 
 def read_image_file(path: str | Path, flags: int | None = None) -> np.ndarray:
     """Decode an image file with OpenCV after checking that a JPEG or PNG is complete (``encoded_problem``); a
-    missing, truncated or undecodable file raises ValueError naming it. Same pixels as ``cv2.imread``."""
+    missing, truncated or undecodable file raises an InputError (a ValueError) naming it. Same pixels as
+    ``cv2.imread``."""
     import cv2
 
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
-        raise ValueError(f"{path}: cannot read image ({e.strerror or e})") from e
+        raise InputError(f"{path}: cannot read image ({e.strerror or e})") from e
     problem = encoded_problem(data)
     if problem is not None:
-        raise ValueError(f"{path}: {problem}")
+        raise FileFormatError(f"{path}: {problem}")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR if flags is None else flags) if len(data) else None
     if img is None:
-        raise ValueError(f"{path}: cannot read image (not an image OpenCV can decode, or corrupt)")
+        raise FileFormatError(f"{path}: cannot read image (not an image OpenCV can decode, or corrupt)")
     return img
 
 

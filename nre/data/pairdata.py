@@ -10,6 +10,7 @@ which is this project's convention too. Optional extra keys written by this proj
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nre.data.images import read_image_file
-from nre.errors import InputError
+from nre.errors import FileFormatError, InputError
 from nre.geometry import Camera, Pose
 from nre.seeding import rng_for
 
@@ -39,6 +40,7 @@ def check_pair_id(pair_id) -> str:
 
 
 REQUIRED_KEYS = ("source_image", "target_image", "p3D", "source_P", "target_P", "source_K", "target_K")
+KEYS = (*REQUIRED_KEYS, "source_dist", "target_dist")  # the dist keys are optional (no distortion)
 
 
 @dataclass
@@ -95,22 +97,28 @@ class PairData:
 
     @classmethod
     def load_npz(cls, path: str | Path) -> PairData:
+        """The pair of an npz file in the official sample format (module docstring). A missing file or a folder is
+        an OSError naming it; another file, missing keys or a malformed array a ``FileFormatError`` naming it."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such pair file")
+            raise FileNotFoundError(errno.ENOENT, "no such pair file", str(path))
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a pair file (npz)", str(path))
         try:
             z = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable npz file ({e})") from e
+        except Exception:
+            raise FileFormatError(f"{path}: not a pair file (an npz with keys {', '.join(KEYS)})") from None
+        if not hasattr(z, "files"):  # a single .npy array
+            raise FileFormatError(f"{path}: not a pair file (an npz with keys {', '.join(KEYS)}), but one array")
         missing = [k for k in REQUIRED_KEYS if k not in z.files]
         if missing:
-            raise ValueError(f"{path}: missing keys {missing} (has {sorted(z.files)})")
+            raise FileFormatError(f"{path}: not a pair file: missing keys {missing} (has {sorted(z.files)})")
         images = {}
         for side in ("source", "target"):
             images[side] = _resolve_image(path, str(z[f"{side}_image"]))
         p3d = np.asarray(z["p3D"], dtype=float)
         if p3d.ndim != 2 or p3d.shape[1] != 3:
-            raise ValueError(f"{path}: p3D must be N x 3, got {p3d.shape}")
+            raise FileFormatError(f"{path}: p3D must be N x 3, got {p3d.shape}")
         cams, poses = {}, {}
         for side in ("source", "target"):
             if f"{side}_size" in z.files:
@@ -118,8 +126,11 @@ class PairData:
             else:
                 W, H = _image_size(images[side])
             dist = z[f"{side}_dist"] if f"{side}_dist" in z.files else None
-            cams[side] = Camera.from_K_dist(z[f"{side}_K"], dist, W, H)
-            poses[side] = Pose.from_matrix(z[f"{side}_P"])
+            try:
+                cams[side] = Camera.from_K_dist(z[f"{side}_K"], dist, W, H)
+                poses[side] = Pose.from_matrix(z[f"{side}_P"])
+            except (ValueError, IndexError) as e:  # a malformed K, dist or P
+                raise FileFormatError(f"{path}: {side} camera or pose: {e}") from None
         pair_id = str(z["pair_id"]) if "pair_id" in z.files else path.stem
         return cls(
             pair_id,
@@ -138,7 +149,9 @@ def _resolve_image(npz_path: Path, name: str) -> Path:
     for cand in (p if p.is_absolute() else npz_path.parent / p, npz_path.parent / p.name):
         if cand.exists():
             return cand
-    raise FileNotFoundError(f"{npz_path}: image {name!r} not found (tried relative to {npz_path.parent} and by name)")
+    raise FileNotFoundError(
+        errno.ENOENT, f"image {name!r} not found (tried relative to {npz_path.parent} and by name)", str(npz_path)
+    )
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -11,6 +11,7 @@ scene whose model cannot be read are skipped, logged and recorded (``sample_pair
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 
 from nre.data.pairdata import PAIR_ID_RE, PairData
 from nre.data.scenes import Scene, SceneError, list_scenes, load_scene
+from nre.errors import FileFormatError, InputError, OptionError
 from nre.geometry import rotation_angle_deg
 from nre.seeding import rng_for
 
@@ -186,10 +188,10 @@ def split_images(names, fraction: float, seed: int, scene: str) -> dict[str, lis
     The scene's 3D points and appearance stay shared: tuning on it is not as clean as on disjoint scenes."""
     names = sorted(names)
     if not 0 < fraction < 1:
-        raise ValueError(f"tuning fraction must be in (0, 1), got {fraction}")
+        raise OptionError(f"tuning fraction must be in (0, 1), got {fraction}")
     k = int(round(fraction * len(names)))
     if len(names) < 4 or not 2 <= k <= len(names) - 2:
-        raise ValueError(
+        raise InputError(
             f"scene {scene}: {len(names)} registered images cannot be split into >= 2 tuning and >= 2 test images "
             f"with tuning fraction {fraction}"
         )
@@ -202,7 +204,7 @@ def scene_images(root: str | Path, scene: str) -> list[str]:
     """The registered images of one scene of ``root`` (for ``split_images``)."""
     found = list_scenes(root, [scene])
     if scene not in found:
-        raise ValueError(f"scene {scene} not found under {root}")
+        raise InputError(f"scene {scene} not found under {root}")
     return sorted(load_scene(*found[scene], scene).images)
 
 
@@ -222,7 +224,7 @@ def sample_pairs(
     scenes that cannot be read) are left out, logged and appended to ``skipped`` (dicts of ``SKIPPED_COLUMNS``).
     ``images``: scene -> the only images its pairs may use (both source and target; see ``split_images``)."""
     if distance not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
+        raise OptionError(f"unknown distance {distance!r}; choose from {DISTANCES}")
     found = list_scenes(root, scenes)
     cands = {}
     for name, (model_dir, image_dir) in found.items():
@@ -247,7 +249,7 @@ def sample_pairs(
         parts.append(c.iloc[np.sort(idx)])
     if not parts:
         within = "" if images is None else f" among the {split} images"
-        raise ValueError(
+        raise InputError(
             f"no pair with at least {min_covisible} covisible points{within} in scenes {scenes} under {root}"
         )
     df = pd.concat(parts, ignore_index=True)
@@ -271,15 +273,18 @@ def external_pairs(
     """Evaluate a published pair list as it is: a CSV with columns scene, source, target. A pair of an image the
     scene left out, with an unsafe id, or of a scene that cannot be read is skipped and recorded in ``skipped``;
     an unknown scene, image or a pair below ``min_covisible`` is an error (the list does not fit the data)."""
-    ext = pd.read_csv(table)
+    try:
+        ext = pd.read_csv(table, dtype=str)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise FileFormatError(f"{table}: not a pair list (CSV of scene, source, target): {type(e).__name__}") from None
     missing = {"scene", "source", "target"} - set(ext.columns)
     if missing:
-        raise ValueError(f"{table}: missing columns {sorted(missing)}")
+        raise FileFormatError(f"{table}: not a pair list: missing columns {sorted(missing)}")
     found = list_scenes(root, sorted(ext["scene"].astype(str).unique()))
     rows = []
     for name, g in ext.groupby(ext["scene"].astype(str)):
         if name not in found:
-            raise ValueError(f"{table}: scene {name} not found under {root}")
+            raise InputError(f"{table}: scene {name} not found under {root}")
         try:
             sc = load_scene(*found[name], name)
         except SceneError as e:  # the list's pairs of this scene are skipped, the others evaluated
@@ -304,18 +309,37 @@ def external_pairs(
                     skipped.append(dict(zip(SKIPPED_COLUMNS, (split, name, pid, key[0], key[1], reason))))
                 continue
             if key not in c.index:
-                raise ValueError(
+                raise InputError(
                     f"{table}: pair {name} {key} has fewer than {min_covisible} covisible points or unknown images"
                 )
             rows.append({"scene": name, "source": key[0], "target": key[1], **c.loc[key].to_dict()})
     if not rows:
-        raise ValueError(f"{table}: no usable pair (see the skipped pairs)")
+        raise InputError(f"{table}: no usable pair (see the skipped pairs)")
     df = pd.DataFrame(rows)
     col = {"rotation": "rotation_angle_deg", "axis": "axis_angle_deg", "baseline": "baseline_ratio"}[distance]
     df["distance"] = df[col]
     df["category"] = assign_categories(df["distance"].to_numpy())
     df["split"] = split
     return df[COLUMNS]
+
+
+# names read as text: a scene called 0016 must not become the number 16
+TEXT_COLUMNS = {"pair_id": str, "scene": str, "source": str, "target": str}
+
+
+def read_pair_table(path: str | Path, required: tuple[str, ...] = ("pair_id",)) -> pd.DataFrame:
+    """A pair table (CSV, from ``nre pairs``), ids and names as text. A missing file or a folder is an OSError
+    naming it; a file that is not a CSV table with the ``required`` columns a ``FileFormatError`` naming it."""
+    try:
+        df = pd.read_csv(path, dtype=TEXT_COLUMNS)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileFormatError(f"{path}: not a pair table (CSV): {reason}") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        shown = ", ".join(map(str, list(df.columns)[:8])) + (", ..." if len(df.columns) > 8 else "")
+        raise FileFormatError(f"{path}: not a pair table: no column {', '.join(missing)} (columns: {shown})")
+    return df
 
 
 @functools.lru_cache(maxsize=4)
@@ -377,3 +401,94 @@ def plot_histogram(df: pd.DataFrame, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def split_scenes(root: str | Path, split: str) -> list[str]:
+    """The scenes of ``split`` in ``root``/scenes.yaml."""
+    import yaml
+
+    f = Path(root) / "scenes.yaml"
+    if not f.exists():
+        raise FileNotFoundError(errno.ENOENT, "no scene list (name the scenes instead)", str(f))
+    splits = (yaml.safe_load(f.read_text()) or {}).get("splits", {})
+    if split not in splits:
+        raise InputError(f"{f}: no split {split!r} (has {sorted(splits)})")
+    return list(splits[split])
+
+
+def build_pair_table(
+    *,
+    root: str | Path,
+    out: str | Path,
+    scenes: list[str] | None = None,
+    split: str = "test",
+    tuning_scenes: list[str] | None = None,
+    tuning_from: str = "scenes",
+    tuning_fraction: float = 0.3,
+    n_pairs: int = 3000,
+    n_tuning: int = 0,
+    min_covisible: int = 50,
+    distance: str = "rotation",
+    max_per_scene: int | None = None,
+    seed: int = 0,
+    external: str | Path | None = None,
+) -> dict:
+    """Sample the evaluation pairs and write the pair table ``out`` (CSV) with, beside it, a summary
+    (``.summary.json``), a histogram of the test pairs' distances (``.hist.png``) and the skipped pairs
+    (``.skipped.csv``: split, scene, pair_id, source, target, reason; written always, empty when nothing was
+    skipped). Returns the summary.
+
+    Test pairs come from ``scenes`` (default: the ``split`` scenes of ROOT/scenes.yaml), or ``external`` lists them
+    as they are. Tuning pairs (``n_tuning``) come from disjoint ``tuning_scenes`` (default: scenes.yaml's tuning
+    split) or, with ``tuning_from="same-scene"`` (a single-scene run), from a seeded share ``tuning_fraction`` of each
+    test scene's images, no image of a tuning pair being in a test pair."""
+    import json
+
+    root = Path(root)
+    skipped: list[dict] = []
+    image_split = None
+    if tuning_from not in ("scenes", "same-scene"):
+        raise OptionError(f"tuning_from must be 'scenes' or 'same-scene', got {tuning_from!r}")
+    if distance not in DISTANCES:
+        raise OptionError(f"distance must be one of {list(DISTANCES)}, got {distance!r}")
+    sample = functools.partial(
+        sample_pairs, root, min_covisible=min_covisible, distance=distance, seed=seed, max_per_scene=max_per_scene,
+        skipped=skipped,
+    )  # fmt: skip
+    if external:
+        df = external_pairs(root, external, min_covisible, distance, skipped=skipped)
+    else:
+        scenes = scenes or split_scenes(root, split)
+        same = tuning_from == "same-scene"
+        if same and tuning_scenes:
+            raise OptionError("same-scene tuning takes its tuning pairs from the test scenes; drop --tuning-scenes")
+        if same and n_tuning:
+            image_split = {s: split_images(scene_images(root, s), tuning_fraction, seed, s) for s in scenes}
+        tscenes = None
+        if n_tuning and not same:
+            tscenes = tuning_scenes if tuning_scenes is not None else split_scenes(root, "tuning")
+            overlap = set(tscenes) & set(scenes)
+            if overlap:
+                raise OptionError(f"tuning scenes overlap the test scenes: {sorted(overlap)}")
+        images = None if image_split is None else {s: v["test"] for s, v in image_split.items()}
+        df = sample(scenes, n_pairs, "test", images=images)
+        if n_tuning and same:
+            tun = sample(scenes, n_tuning, "tuning", images={s: v["tuning"] for s, v in image_split.items()})
+            df = pd.concat([df, tun], ignore_index=True)
+        elif n_tuning:
+            df = pd.concat([df, sample(tscenes, n_tuning, "tuning")], ignore_index=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False, float_format="%.6g")
+    skipped_csv = out.with_suffix(".skipped.csv")
+    pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).to_csv(skipped_csv, index=False)
+    if skipped:
+        log.info("%d candidate pairs or scenes skipped (reasons in %s)", len(skipped), skipped_csv)
+    summ = {s: summary(g) for s, g in df.groupby("split")}
+    if image_split is not None:
+        summ["image_split"] = image_split
+    out.with_suffix(".summary.json").write_text(json.dumps(summ, indent=2))
+    plot_histogram(df[df["split"] == "test"], out.with_suffix(".hist.png"))
+    counts = ", ".join(f"{s}: {v['n_pairs']}" for s, v in summ.items() if s != "image_split")
+    log.info("pairs: %s (%d skipped) -> %s", counts or "none", len(skipped), out)
+    return summ

@@ -21,12 +21,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nre.errors import InputError
+
 log = logging.getLogger("nre.sfm")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm", ".pgm")
 
 
-class SfmError(RuntimeError):
+class SfmError(InputError, RuntimeError):
     """The reconstruction cannot be made or is unusable; the message names the folder and what is wrong."""
 
 
@@ -217,3 +219,37 @@ def reconstruct(
     )
     log.info("%s", report.summary())
     return report
+
+
+def build_scene(
+    *,
+    images: str | Path,
+    out: str | Path,
+    scene: str | None = None,
+    camera_model: str = "SIMPLE_RADIAL",
+    single_camera: bool = False,
+    max_image_size: int = 1600,
+    max_features: int = 8192,
+    min_registered: int = 3,
+    seed: int = 0,
+    threads: int = 1,
+    overwrite: bool = False,
+    report: str | Path | None = None,
+) -> SfmReport:
+    """``reconstruct`` (``nre sfm``), its report written as JSON to ``report`` (default
+    OUT/<scene>/sfm/report.json) and its summary logged. pycolmap's own (glog) progress only with debug logging
+    (``nre -v``); the stage-by-stage progress of this module always."""
+    import json
+
+    import pycolmap
+
+    pycolmap.logging.minloglevel = 0 if logging.getLogger().isEnabledFor(logging.DEBUG) else 1
+    rep = reconstruct(
+        images, out, scene, camera_model=camera_model, single_camera=single_camera, max_image_size=max_image_size,
+        max_features=max_features, min_registered=min_registered, seed=seed, threads=threads, overwrite=overwrite,
+    )  # fmt: skip
+    path = Path(report) if report else Path(rep.out_dir) / "sfm" / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rep.to_dict(), indent=1))
+    log.info(rep.summary())
+    return rep

@@ -36,7 +36,9 @@ import cv2
 import numpy as np
 import yaml
 
+from nre.errors import OptionError, UnknownNameError
 from nre.geometry import Camera, Pose
+from nre.progress import duration
 from nre.seeding import rng_for
 
 log = logging.getLogger("nre.synth")
@@ -629,10 +631,10 @@ def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int 
     from concurrent.futures import ProcessPoolExecutor
 
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        raise UnknownNameError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     bad = [x for x in splits if x not in SPLITS]
     if bad or not splits:
-        raise ValueError(f"unknown splits {bad or list(splits)}; choose from {list(SPLITS)}")
+        raise OptionError(f"unknown splits {bad or list(splits)}; choose from {list(SPLITS)}")
     p = PRESETS[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -665,10 +667,12 @@ def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int 
 
         pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
         results = pool.map(_scene_job, todo)
+    t_gen = time.perf_counter()
     for done, (name, _split, noise, dt) in enumerate(results, 1):
         report[name] = noise
+        left = (time.perf_counter() - t_gen) / done * (len(todo) - done)
         log.info(
-            "[%d/%d] scene %s: %d images, %d points, SfM noise median %.3f deg / %.3f units (%.1f s)",
+            "[%d/%d] scene %s: %d images, %d points, SfM noise median %.3f deg / %.3f units (%.1f s)%s",
             done,
             len(todo),
             name,
@@ -677,6 +681,7 @@ def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int 
             noise["rotation_deg_median"],
             noise["center_median"],
             dt,
+            f", ETA {duration(left)}" if done < len(todo) else "",
         )
     if jobs > 1:
         pool.shutdown()
@@ -695,4 +700,7 @@ def generate(out: str | Path, preset: str = "default", seed: int = 0, jobs: int 
         tmp = out / f".{fname}.tmp"
         tmp.write_text(text)
         tmp.replace(out / fname)  # atomically, scenes.yaml last
+    log.info(
+        "scenes: %d generated, %d kept, in %s -> %s", len(todo), len(tasks) - len(todo), duration(meta["seconds"]), out
+    )
     return meta

@@ -117,6 +117,3 @@ class Result:
     def __repr__(self) -> str:
         what = "success" if self.success else f"failure {self.failure_reason!r}"
         return f"Result({what}, stage={self.stage!r}, runtime_s={self.runtime_s:.3g})"
-
-
-EstimateResult = Result  # transitional name, removed once every caller says Result

@@ -20,6 +20,7 @@ exception, NaN pose, time-out, missing cache, bad data). ``read`` checks the col
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nre.errors import FileFormatError
 from nre.geometry import Pose, R_to_quat_wxyz, pose_error
 
 # the row schema, by dtype (COLUMNS gives the order)
@@ -168,9 +170,17 @@ def read(paths) -> pd.DataFrame:
         paths = [paths]
     frames = []
     for p in paths:
-        df = pd.read_parquet(p)
+        p = Path(p)
+        if not p.exists():
+            raise FileNotFoundError(errno.ENOENT, "no such result-rows file", str(p))
+        if p.is_dir():  # pandas would read a folder as a dataset
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a result-rows file (parquet)", str(p))
+        try:
+            df = pd.read_parquet(p)
+        except (ValueError, OSError) as e:  # pyarrow: ArrowInvalid is a ValueError, ArrowIOError an OSError
+            raise FileFormatError(f"{p}: not a result-rows file (parquet): {type(e).__name__}") from None
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(f"{p}: not a result-rows file, missing columns {missing}")
+            raise FileFormatError(f"{p}: not a result-rows file, missing columns {missing}")
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else frame([])

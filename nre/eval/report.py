@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger("nre.report")
 
 SECTIONS = [
     ("Table 1: estimators on the same maps (paper protocol: best setting on test)", "table1_paper"),
@@ -37,9 +41,14 @@ def _img(path: Path) -> str:
 
 
 def build(eval_dir, pairs_csv, title: str, out) -> None:
+    """The self-contained HTML report ``out`` of evaluation folder ``eval_dir`` (tables, figures, pair counts)."""
+    from nre.data.pairs import read_pair_table
+
     ev = Path(eval_dir)
+    if not ev.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such evaluation folder", str(ev))
     parts = [f"<h1>NRE benchmark: {html.escape(title)}</h1>"]
-    pairs = pd.read_csv(pairs_csv)
+    pairs = read_pair_table(pairs_csv, ("pair_id", "split", "category"))
     counts = pairs.groupby(["split", "category"]).size().unstack(fill_value=0)
     parts.append("<h2>Pairs</h2>" + counts.to_html())
     skipped = Path(pairs_csv).with_suffix(".skipped.csv")
@@ -88,3 +97,4 @@ def build(eval_dir, pairs_csv, title: str, out) -> None:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"{style}</head><body>{''.join(parts)}</body></html>"
     )
+    log.info("wrote %s", out)

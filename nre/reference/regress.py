@@ -33,6 +33,7 @@ and pass the evaluation folders to set the tolerances from measurements (``nre r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nre.errors import OptionError
 from nre.estimators.rows import COLUMNS as ROW_COLUMNS
 
 RATE_KEYS = ["features", "estimator", "params", "stage", "split", "category"]
@@ -473,7 +475,10 @@ def update(reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = 
     only the per-pair errors (``errors.parquet``, float32, zstd: far smaller); ``auto`` = full up to
     MAX_FULL_ROWS_MB, else errors (the embedded default's 3300 pairs x ~70 rows)."""
     if rows not in ("auto", "full", "errors"):
-        raise ValueError(f"rows must be auto, full or errors, got {rows!r}")
+        raise OptionError(f"rows must be auto, full or errors, got {rows!r}")
+    for f in (Path(current_eval_dir) / "failure_rates.csv", Path(config_path), Path(pairs_csv)):
+        if not f.is_file():  # checked before the old reference is removed
+            raise FileNotFoundError(errno.ENOENT, "missing (the reference is left as it is)", str(f))
     ref = Path(reference_dir)
     if ref.exists():
         for f in ref.iterdir():
@@ -494,3 +499,36 @@ def update(reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = 
             slim_rows(pd.read_parquet(src)).to_parquet(ref / "errors.parquet", compression="zstd", index=False)
     shutil.copy2(pairs_csv, ref / "pairs.csv")
     (ref / "provenance.json").write_text(json.dumps(provenance(config_path, pairs_csv), indent=2, sort_keys=True))
+
+
+def regress(
+    *,
+    reference: str | Path,
+    current: str | Path,
+    config: str | Path,
+    pairs: str | Path | None = None,
+    abs_tol: float | None = None,
+    pairs_tol: float | None = None,
+    tolerances: dict | None = None,
+    out: str | Path | None = None,
+) -> tuple[bool, str]:
+    """``check`` as a verdict text (``OK: ...`` or ``REGRESSION: ...``), also written to ``out`` when given. A
+    missing config file or evaluation folder is an error (FileNotFoundError), not a verdict."""
+    if not Path(config).is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such config file", str(config))
+    if not Path(current).is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such evaluation folder", str(current))
+    ok, msg = check(reference, current, config, abs_tol, pairs_tol, pairs, tolerances)
+    text = ("OK: " if ok else "REGRESSION: ") + msg
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+    return ok, text
+
+
+def measure(*, eval_dirs: list[str | Path], out: str | Path | None = None) -> pd.DataFrame:
+    """``variation`` of repeated runs' evaluation folders, also written to ``out`` (CSV) when given."""
+    v = variation(eval_dirs)
+    if out:
+        v.to_csv(out, index=False)
+    return v

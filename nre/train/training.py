@@ -28,6 +28,7 @@ Checkpoints use the Lightning layout (``nre.features.nets.checkpoints``), readab
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from nre.errors import FileFormatError, InputError
 from nre.geometry import img_to_map
 from nre.seeding import derive_seed, rng_for
 from nre.solver.loss import nre_cross_entropy
@@ -92,13 +94,16 @@ def load_config(path: str | Path | None) -> dict:
         return _merge(DEFAULTS, {})
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such training config")
-    cfg = yaml.safe_load(path.read_text()) or {}
+        raise FileNotFoundError(errno.ENOENT, "no such training config", str(path))
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{path}: not a YAML training config ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: a training config must be a mapping")
+        raise FileFormatError(f"{path}: a training config must be a mapping")
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+        raise InputError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(DEFAULTS)})")
     return _merge(DEFAULTS, cfg)
 
 
@@ -115,11 +120,13 @@ class TrainPair:
 def scenes_of_split(root: str | Path, split: str) -> list[str]:
     path = Path(root) / "scenes.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no scenes.yaml (generate data with `nre synth` or list scenes in the config)")
+        raise FileNotFoundError(
+            errno.ENOENT, "no scenes.yaml (generate data with `nre synth` or list scenes in the config)", str(path)
+        )
     meta = yaml.safe_load(path.read_text()) or {}
     scenes = (meta.get("splits") or {}).get(split)
     if not scenes:
-        raise ValueError(f"{path}: no scenes in split {split!r}")
+        raise InputError(f"{path}: no scenes in split {split!r}")
     return list(scenes)
 
 
@@ -155,7 +162,7 @@ def build_pairs(
     found = list_scenes(root, scenes)
     missing = [s for s in scenes if s not in found]
     if missing:
-        raise ValueError(f"{root}: scenes {missing} not found")
+        raise InputError(f"{root}: scenes {missing} not found")
     per_scene = {}
     for name in sorted(found):
         sc = load_scene(*found[name], name)
@@ -186,7 +193,7 @@ def build_pairs(
             out.append(TrainPair(str(row["pair_id"]), images[src.path], images[tgt.path], uv_s, uv_t))
             taken += 1
     if not out:
-        raise ValueError(f"no usable {tag} pair in scenes {scenes} under {root}")
+        raise InputError(f"no usable {tag} pair in scenes {scenes} under {root}")
     return out
 
 

@@ -7,6 +7,8 @@ stages, Table 2 membership). The Snakemake rules read it and only wire.
 - Table 2 / Fig. 5: every estimator whose class is coarse-to-fine NRE (``TABLE2_CLASSES``, whatever its key) also
   runs on every other backend.
 - Presets (``preset: paper``) are folded into the options here, so a job receives explicit options only.
+- ``seeds: N`` repeats an estimator N times on the Table 1 backends with other random draws: repeat k > 0 runs as
+  the job key ``<key>@<k>`` (its rows carry that label), so the evaluation reports the mean and spread over seeds.
 - ``study_config`` is the configuration that decides the results (defaults and presets applied, every estimator's
   options complete, operational keys left out): its digest is what a committed reference records, so a reference
   goes stale when the study changes, not when a comment or a repeated default does.
@@ -41,6 +43,7 @@ class EstimatorEntry:
     units: dict = field(default_factory=dict)
     stages: tuple = ()
     needs: tuple = ()
+    seeds: int = 1
 
     @property
     def final_stage(self) -> str:
@@ -51,7 +54,7 @@ class EstimatorEntry:
         return self.cls in TABLE2_CLASSES
 
 
-def estimator_entry(key: str, spec: dict | None) -> EstimatorEntry:
+def estimator_entry(key: str, spec: dict | None, seeds: int = 1) -> EstimatorEntry:
     from nre.errors import InputError
     from nre.estimators import registry
 
@@ -74,6 +77,7 @@ def estimator_entry(key: str, spec: dict | None) -> EstimatorEntry:
         dict(cls.units),
         tuple(cls.stages or ()),
         tuple(sorted(cls.needs)),
+        int(spec.get("seeds") or seeds),
     )
 
 
@@ -106,7 +110,7 @@ class Plan:
         self.table1 = list(t1) if isinstance(t1, list) else [t1]  # every Table 1 backend
         self.table1_features = self.table1[0]  # the primary one
         self.eval_dir = f"{self.out}/eval"
-        self.estimators = {k: estimator_entry(k, v) for k, v in config["estimators"].items()}
+        self.estimators = {k: estimator_entry(k, v, config["seeds"]) for k, v in config["estimators"].items()}
         self.features = {k: features_options(k, v) for k, v in config["features"].items()}
         self.reference = next(
             (k for k, e in self.estimators.items() if e.cls == REFERENCE_CLASS), next(iter(self.estimators))
@@ -123,7 +127,14 @@ class Plan:
         """(features, estimator key): every estimator on the Table 1 backends; Table 2's on every other one."""
         jobs = [(f, k) for f in self.table1 for k in self.estimators]
         jobs += [(f, k) for k, e in self.estimators.items() if e.table2 for f in self.features if f not in self.table1]
+        jobs += [(f, f"{k}@{r}") for f in self.table1 for k, e in self.estimators.items() for r in range(1, e.seeds)]
         return jobs
+
+    @staticmethod
+    def split_job_key(job_key: str) -> tuple[str, int]:
+        """(estimator key, repeat) of a job key ``<key>`` or ``<key>@<repeat>``."""
+        key, _, repeat = job_key.partition("@")
+        return key, int(repeat or 0)
 
     def rows_files(self) -> list[str]:
         return [f"{self.out}/rows/{f}/{e}/chunk{c}.parquet" for f, e in self.jobs for c in self.chunks]
@@ -131,10 +142,12 @@ class Plan:
     def features_json(self, name: str) -> str:
         return jdump(self.features[name])
 
-    def estimator_args(self, key: str) -> dict:
-        """What the estimate job of ``key`` is given: class, grid words, options JSON."""
+    def estimator_args(self, job_key: str) -> dict:
+        """What the estimate job of ``<key>[@<repeat>]`` is given: class, grid words, options JSON, repeat."""
+        key, repeat = self.split_job_key(job_key)
         e = self.estimators[key]
-        return {"cls": e.cls, "grid": ["--grid", jdump(e.grid)] if e.grid else [], "options": jdump(e.options)}
+        grid = ["--grid", jdump(e.grid)] if e.grid else []
+        return {"cls": e.cls, "grid": grid, "options": jdump(e.options), "repeat": repeat}
 
     def timing_spec(self, key: str) -> str:
         e = self.estimators[key]
@@ -155,6 +168,7 @@ class Plan:
                     "stages": list(e.stages),
                     "final_stage": e.final_stage,
                     "table2": e.table2,
+                    "seeds": e.seeds,
                 }
                 for k, e in self.estimators.items()
             },
@@ -171,7 +185,7 @@ def study_config(config: dict) -> dict:
     default makes a reference stale too."""
     from nre.estimators import registry
 
-    study = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS}
+    study = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS and k != "seeds"}  # seeds: per estimator
     from nre.features.catalog import BACKENDS, default_options
 
     study["features"] = {
@@ -180,19 +194,33 @@ def study_config(config: dict) -> dict:
     }
     ests = {}
     for key, spec in (config.get("estimators") or {}).items():
-        e = estimator_entry(key, spec)
+        e = estimator_entry(key, spec, config.get("seeds", 1))
         cls = registry.get(e.cls)
         ests[key] = {
             "class": e.cls,
             "grid": e.grid if e.grid is not None else dict(cls.grid),
             "options": _jsonable({**cls.COMMON_OPTIONS, **cls.defaults, **e.options}),
         }
+        if e.seeds > 1:  # a repeated estimator adds rows; one run keeps the digest references were made with
+            ests[key]["seeds"] = e.seeds
     study["estimators"] = ests
     return study
 
 
+def _canonical(obj):
+    """The study as the digest sees it: a null is an absent key (the schema's default), so a new optional key
+    changes no digest; numbers as floats, so ``1`` in a config and ``1.0`` in a code default are one value."""
+    if isinstance(obj, dict):
+        return {k: _canonical(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return float(obj)
+    return obj
+
+
 def study_digest(config: dict) -> str:
-    return hashlib.sha256(jdump(study_config(config)).encode()).hexdigest()[:16]
+    return hashlib.sha256(jdump(_canonical(study_config(config))).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------------- Snakefile

@@ -74,4 +74,4 @@ ALL_CORES = _all_cores()
 wildcard_constraints:
     chunk=r"\d+",
     features=r"[A-Za-z0-9_\-]+",
-    estimator=r"[A-Za-z0-9_\-]+",
+    estimator=r"[A-Za-z0-9_\-]+(@[0-9]+)?",  # <key>@<k>: repeat k of a randomised estimator (seeds)

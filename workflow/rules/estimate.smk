@@ -11,6 +11,7 @@ rule estimate:
         cls=lambda w: PLAN.estimator_args(w.estimator)["cls"],
         grid=lambda w: PLAN.estimator_args(w.estimator)["grid"],
         options=lambda w: PLAN.estimator_args(w.estimator)["options"],
+        repeat=lambda w: PLAN.estimator_args(w.estimator)["repeat"],
         foptions=lambda w: features_options(w.features),
         chunk=lambda w: f"{w.chunk}/{NCHUNKS}",
         maxpts=MAXPTS,
@@ -25,5 +26,6 @@ rule estimate:
         "nre estimate --pairs {input.pairs:q} --root {params.root:q} --maps-dir {params.mapsdir:q}"
         " --features {wildcards.features:q} --features-options {params.foptions:q}"
         " --estimator {params.cls:q} --name {wildcards.estimator:q} {params.grid:q} --options {params.options:q}"
+        " --repeat {params.repeat:q}"
         " --chunk {params.chunk:q} --max-points {params.maxpts:q} --seed {params.seed:q} --threads {threads}"
         " --out {output:q} > {log:q} 2>&1"
