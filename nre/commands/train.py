@@ -69,9 +69,13 @@ def run(args) -> int:
         )
         res = T.calibrate_temperature(cfg, data, name)
         (out / f"{name}_temperature.json").write_text(json.dumps(res, indent=1) + "\n")
-        (out / f"{name}_temperature.yaml").write_text(
-            yaml.safe_dump({"features": {name: {"options": {"temperature": round(res["temperature"], 5)}}}})
-        )
+        from nre.features.catalog import BACKENDS
+
+        if "coarse_temperature" in BACKENDS[name].options:  # per-level temperatures (the learned backends)
+            opts = {f"{lv}_temperature": round(r["temperature"], 5) for lv, r in res["levels"].items()}
+        else:
+            opts = {"temperature": round(res["temperature"], 5)}
+        (out / f"{name}_temperature.yaml").write_text(yaml.safe_dump({"features": {name: {"options": opts}}}))
         print(json.dumps(res, indent=1))
         return 0
 
