@@ -92,6 +92,50 @@ def strecha_pairs(scenes: list[str], per_scene: int) -> list[TrainPair]:
     return out
 
 
+def strecha_pair_data(scene: str, a: str, b: str, max_points: int, seed: int):
+    """A PairData (nre.pair) of two Strecha images whose 3D points are triangulated SIFT matches (see above)."""
+    from nre.pair import PairData
+
+    d = STRECHA / scene
+    ia, ib = load_image(d / "images" / f"{a}.jpg"), load_image(d / "images" / f"{b}.jpg")
+    ca, pa = strecha_camera(d / "cameras" / f"{a}.jpg.camera", (ia.shape[1], ia.shape[0]))
+    cb, pb = strecha_camera(d / "cameras" / f"{b}.jpg.camera", (ib.shape[1], ib.shape[0]))
+    X = triangulated(ia, ib, ca, pa, cb, pb)
+    pair = PairData(f"{scene}/{a}-{b}", d / "images" / f"{a}.jpg", d / "images" / f"{b}.jpg", X, ca, cb, pa, pb)
+    return pair.capped(max_points, seed)
+
+
+def poses(backends: dict, scenes: list[str], per_scene: int, gap: int, max_points: int, seed: int) -> dict:
+    """Coarse-to-fine NRE (default options) on Strecha pairs (i, i + gap): rotation error of each stage."""
+    from nre.cache import build_problem
+    from nre.estimator import nre_coarse_to_fine
+    from nre.geometry import pose_error
+
+    out = {}
+    pairs = []
+    for scene in scenes:
+        names = sorted(p.stem for p in (STRECHA / scene / "images").glob("*.jpg"))
+        pairs += [(scene, a, b) for a, b in list(zip(names[:-gap], names[gap:]))[:per_scene]]
+    data = [strecha_pair_data(*p, max_points, seed) for p in pairs]
+    for name, b in backends.items():
+        rows = []
+        for pair in data:
+            t0 = time.process_time()
+            prob = build_problem(pair, b, None, seed)
+            res = nre_coarse_to_fine(prob)
+            errs = [pose_error(r.pose if r.success else None, pair.target_pose).rotation_deg for r in res]
+            rows.append({"pair": pair.pair_id, "rot_deg": errs, "cpu_s": time.process_time() - t0})
+            print(f"{name:7s} {pair.pair_id:28s} " + " ".join(f"{e:7.3f}" for e in errs), flush=True)
+        fine = np.array([r["rot_deg"][2] for r in rows])
+        out[name] = {
+            "pairs": rows,
+            "fine_median_deg": float(np.median(fine)),
+            "fine_below_1deg": float((fine < 1).mean()),
+            "fine_below_5deg": float((fine < 5).mean()),
+        }
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON of the results")
@@ -101,9 +145,20 @@ def main(argv=None) -> int:
     ap.add_argument("--per-scene", type=int, default=6, help="consecutive pairs per Strecha scene")
     ap.add_argument("--points", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--poses", type=int, default=0, metavar="GAP", help="instead: coarse-to-fine NRE on (i, i + GAP)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     options = json.loads(args.options)
+    if args.poses:
+        bs = {n: get_backend(n, **options.get(n, {})) for n in args.backends}
+        res = poses(bs, args.scenes, args.per_scene, args.poses, args.points, args.seed)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        for n, r in res.items():
+            print(
+                f"{n}: fine median {r['fine_median_deg']:.3f} deg, < 1 deg {r['fine_below_1deg']:.2f}, "
+                f"< 5 deg {r['fine_below_5deg']:.2f}"
+            )
+        return 0
     sets = {"sample_pair": [sample_pair()], "strecha": strecha_pairs(args.scenes, args.per_scene)}
     res: dict = {"sets": {}}
     for k, v in sets.items():

