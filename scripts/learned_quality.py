@@ -4,12 +4,13 @@
 
 Pairs: ``tests/data/sample_pair`` (the official-format sample npz: its 3D points), and Strecha pairs
 (``/work/shared/data/strecha``, see its README: calibrated cameras, world-to-camera rotation R^T and translation
--R^T C, K scaled to the 1536 x 1024 images) of consecutive images, whose 3D points are SIFT matches triangulated at
-the ground-truth poses (ratio test 0.8, reprojection error < 1 px in both images, in front of both cameras). For
-each backend and level, ``nre.training.evaluate_backend`` (up to ``--points`` points per pair, seeded): the Eq. 10
-cross-entropy of the dense map at the true reprojection (the backend's temperature of that level), the fraction
-whose argmax is within one cell of the truth, and within 8 px; for the fine level also in 16-cell windows around the
-truth (the coarse-to-fine estimator's local maps). One thread.
+-R^T C, K scaled to the 1536 x 1024 images) of images i and i + ``--gap``, whose 3D points are SIFT matches
+triangulated at the ground-truth poses (ratio test 0.8, reprojection error < 1 px in both images, in front of both
+cameras). For each backend and level, ``nre.training.evaluate_backend`` (up to ``--points`` points per pair,
+seeded): the Eq. 10 cross-entropy of the dense map at the true reprojection (the backend's temperature of that
+level), the fraction whose argmax is within one cell of the truth, and within 8 px; for the fine level also in
+16-cell windows around the truth (the coarse-to-fine estimator's local maps). ``--poses GAP`` instead runs
+coarse-to-fine NRE per backend on Strecha pairs (i, i + GAP). One thread.
 """
 
 from __future__ import annotations
@@ -76,12 +77,12 @@ def triangulated(img_a, img_b, cam_a, pose_a, cam_b, pose_b, max_err: float = 1.
     return X[keep][np.sort(first)]
 
 
-def strecha_pairs(scenes: list[str], per_scene: int) -> list[TrainPair]:
+def strecha_pairs(scenes: list[str], per_scene: int, gap: int = 1) -> list[TrainPair]:
     out = []
     for scene in scenes:
         d = STRECHA / scene
         names = sorted(p.name for p in (d / "images").glob("*.jpg"))
-        for a, b in list(zip(names[:-1], names[1:]))[:per_scene]:
+        for a, b in list(zip(names[:-gap], names[gap:]))[:per_scene]:
             ia, ib = load_image(d / "images" / a), load_image(d / "images" / b)
             ca, pa = strecha_camera(d / "cameras" / f"{a}.camera", (ia.shape[1], ia.shape[0]))
             cb, pb = strecha_camera(d / "cameras" / f"{b}.camera", (ib.shape[1], ib.shape[0]))
@@ -142,7 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="+", default=["dsift", "xfeat", "aliked"])
     ap.add_argument("--options", default="{}", help='JSON {backend: options}, e.g. {"dsift": {"coarse_stride": 8}}')
     ap.add_argument("--scenes", nargs="*", default=["fountain-P11", "Herz-Jesus-P25", "castle-P30"])
-    ap.add_argument("--per-scene", type=int, default=6, help="consecutive pairs per Strecha scene")
+    ap.add_argument("--per-scene", type=int, default=6, help="pairs per Strecha scene")
+    ap.add_argument("--gap", type=int, default=1, help="Strecha pairs (i, i + GAP): larger is harder")
     ap.add_argument("--points", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--poses", type=int, default=0, metavar="GAP", help="instead: coarse-to-fine NRE on (i, i + GAP)")
@@ -159,7 +161,7 @@ def main(argv=None) -> int:
                 f"< 5 deg {r['fine_below_5deg']:.2f}"
             )
         return 0
-    sets = {"sample_pair": [sample_pair()], "strecha": strecha_pairs(args.scenes, args.per_scene)}
+    sets = {"sample_pair": [sample_pair()], "strecha": strecha_pairs(args.scenes, args.per_scene, args.gap)}
     res: dict = {"sets": {}}
     for k, v in sets.items():
         res["sets"][k] = {"pairs": [p.pair_id for p in v], "points": [len(p.src_xy) for p in v]}
