@@ -46,8 +46,10 @@ class FeatureMemo:
     beyond ``max_mb``). Pairs are sorted by scene and source image and each image takes part in ~10 pairs, so a job
     over a chunk extracts each image about once instead of once per pair. Keyed by a digest of the image's pixels
     (and its shape) and the level: a changed file can never be served stale maps. Results are bit-identical: the
-    same ``DenseFeatures`` objects are returned, and nothing modifies them in place. One memo serves one backend
-    (``FeatureBackend.memo``); off by default (the timing rule measures extraction per pair)."""
+    same ``DenseFeatures`` objects are returned, and nothing modifies them in place. A backend that describes at
+    points keeps its ``PreparedImage`` of each image here instead (level ``PREPARED``; its memoised cells only ever
+    gain entries, each computed the same way whenever asked). One memo serves one backend (``FeatureBackend.memo``);
+    off by default (the timing rule measures extraction per pair)."""
 
     def __init__(self, max_mb: float = 512):
         from collections import OrderedDict
