@@ -59,9 +59,17 @@ def time_pair(pair, backend, seed: int = 0) -> pd.DataFrame:
 
     clk = _Clock()
     img = read_image(pair.target_image)
-    tc = clk.run("features coarse", lambda: backend.extract(img, ("coarse",))["coarse"], lambda f: f.desc.numel() * 4)
-    td = clk.run("features fine", lambda: backend.extract(img, ("fine",))["fine"], lambda f: f.desc.numel() * 4)
     feats = PairFeatures(backend, pair)
+    if getattr(backend, "describes_points", False):  # network pass once, levels from it (nre.features.base)
+        prep = clk.run("features network", lambda: backend.prepare(img), lambda p: p.base_nbytes)
+        tc = clk.run("features coarse", lambda: prep.dense("coarse"), lambda f: f.desc.numel() * 4)
+        td = clk.run("features fine", lambda: prep.dense("fine"), lambda f: f.desc.numel() * 4)
+        feats._prepared["target"] = prep  # the fine stage's windows reuse it
+    else:
+        tc = clk.run(
+            "features coarse", lambda: backend.extract(img, ("coarse",))["coarse"], lambda f: f.desc.numel() * 4
+        )
+        td = clk.run("features fine", lambda: backend.extract(img, ("fine",))["fine"], lambda f: f.desc.numel() * 4)
     feats._tgt.update({"coarse": tc, "fine": td})
     clk.run("source descriptors", lambda: (feats.source_descriptors("coarse"), feats.source_descriptors("fine")))
     src_c, src_f = feats.source_descriptors("coarse"), feats.source_descriptors("fine")

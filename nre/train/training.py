@@ -495,6 +495,36 @@ def export_weights(out: str | Path, dest: str | Path, levels=("coarse", "fine"))
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
+class _PairLevels:
+    """A backend's descriptors for one pair, level by level: the target's dense map and the source descriptors at
+    given pixels (before the temperature). A backend that describes at points prepares each image once and
+    describes the source points themselves; others sample the source's dense map bilinearly (as PairFeatures)."""
+
+    def __init__(self, backend, pair: TrainPair):
+        self.b, self.p = backend, pair
+        self._prep: dict[str, object] = {}
+
+    def _prepared(self, side: str):
+        if side not in self._prep:
+            self._prep[side] = self.b.prepare(self.p.source if side == "source" else self.p.target)
+        return self._prep[side]
+
+    def target(self, level: str):
+        if getattr(self.b, "describes_points", False):
+            return self._prepared("target").dense(level)
+        return self.b.extract(self.p.target, (level,))[level]
+
+    def source(self, level: str, xy: np.ndarray) -> torch.Tensor:
+        if getattr(self.b, "describes_points", False):
+            return self._prepared("source").describe(xy, level)
+        return self.b.extract(self.p.source, (level,))[level].sample(xy)
+
+
+def _temperature(backend, level: str) -> float:
+    get = getattr(backend, "level_temperature", None)
+    return float(get(level) if get is not None else getattr(backend, "temperature", 1.0))
+
+
 @torch.no_grad()
 def evaluate_backend(backend, pairs: list[TrainPair], level: str, n_points: int, seed: int, window: int = 16) -> dict:
     """Eq. 10 loss and argmax accuracy of a feature backend on pairs (its temperature applied).
@@ -504,8 +534,8 @@ def evaluate_backend(backend, pairs: list[TrainPair], level: str, n_points: int,
     losses, within, errpx, lloss, lwithin = [], [], [], [], []
     for p in pairs:
         rng = rng_for(seed, "eval-points", level, p.pair_id)
-        fs = backend.extract(p.source, (level,))[level]
-        ft = backend.extract(p.target, (level,))[level]
+        acc = _PairLevels(backend, p)
+        ft = acc.target(level)
         h, w = ft.desc.shape[-2:]
         xy_t = img_to_map(p.tgt_xy, ft.scale)
         keep = np.nonzero(_inside_grid(xy_t, h, w))[0]
@@ -513,7 +543,7 @@ def evaluate_backend(backend, pairs: list[TrainPair], level: str, n_points: int,
             continue
         if len(keep) > n_points:
             keep = np.sort(rng.choice(keep, n_points, replace=False))
-        src = fs.sample(p.src_xy[keep]) / float(backend.temperature)
+        src = acc.source(level, p.src_xy[keep]) / _temperature(backend, level)
         xy = torch.as_tensor(xy_t[keep], dtype=torch.float32)
         loss, win = dense_ce(src, ft.desc, xy)
         logits = src @ ft.desc.reshape(ft.desc.shape[0], -1)
@@ -587,10 +617,10 @@ def calibrate_temperature(cfg: dict, data_pairs: list[TrainPair], backend_name: 
     seed = int(cfg["seed"])
     dots = {"coarse": [], "fine": []}
     for p in data_pairs:
+        acc = _PairLevels(b, p)
         for lv in ("coarse", "fine"):
             rng = rng_for(seed, "calib-points", lv, p.pair_id)
-            fs = b.extract(p.source, (lv,))[lv]
-            ft = b.extract(p.target, (lv,))[lv]
+            ft = acc.target(lv)
             h, w = ft.desc.shape[-2:]
             xy_t = img_to_map(p.tgt_xy, ft.scale)
             keep = np.nonzero(_inside_grid(xy_t, h, w))[0]
@@ -598,7 +628,7 @@ def calibrate_temperature(cfg: dict, data_pairs: list[TrainPair], backend_name: 
                 keep = np.sort(rng.choice(keep, int(c["points_per_pair"]), replace=False))
             if len(keep) == 0:
                 continue
-            d = fs.sample(p.src_xy[keep]) @ ft.desc.reshape(ft.desc.shape[0], -1)
+            d = acc.source(lv, p.src_xy[keep]) @ ft.desc.reshape(ft.desc.shape[0], -1)
             dots[lv].append((d.half(), torch.as_tensor(xy_t[keep], dtype=torch.float32), (h, w)))
 
     def mean_loss(lv, log_t):
@@ -617,7 +647,7 @@ def calibrate_temperature(cfg: dict, data_pairs: list[TrainPair], backend_name: 
         out["levels"][lv] = {
             "temperature": float(math.exp(r.x)),
             "loss": float(r.fun),
-            "loss_at_default": mean_loss(lv, math.log(float(getattr(b, "temperature", 1.0)))),
+            "loss_at_default": mean_loss(lv, math.log(_temperature(b, lv))),
             "n_points": int(sum(len(x[1]) for x in dots[lv])),
         }
     rj = minimize_scalar(
@@ -631,4 +661,5 @@ def calibrate_temperature(cfg: dict, data_pairs: list[TrainPair], backend_name: 
     out["chosen"] = choice
     out["temperature"] = out["joint"]["temperature"] if choice == "joint" else out["levels"][choice]["temperature"]
     out["default_temperature"] = float(getattr(b, "temperature", 1.0))
+    out["default_temperatures"] = {lv: _temperature(b, lv) for lv in ("coarse", "fine")}
     return out
