@@ -52,9 +52,9 @@ N16 = (16, 32, 64, 128, 128, 3, 16)
 PAD_MULTIPLE = 32
 FEATURE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 # Softmax temperatures per level (dot products of unit descriptors are divided by them): the Eq. 10 calibration on
-# training renders (`nre train --calibrate-temperature NAME`, nre.train.training.calibrate_temperature) at the default
+# the embedded default's training scenes (`nre calibrate NAME --root data/synth/train`) at the default
 # strides; docs/learned_features.md
-TEMPERATURES = {"coarse": 0.049, "fine": 0.039}
+TEMPERATURES = {"coarse": 0.048, "fine": 0.036}
 
 
 # ----------------------------------------------------------------------------------------------- deformable conv

@@ -44,9 +44,9 @@ MAP_STRIDE = 8  # the descriptor map's stride (pixels of the network's input)
 SIZE_MULTIPLE = 32
 INTERPOLATIONS = ("bicubic", "bilinear")
 # Softmax temperatures per level (dot products of unit descriptors are divided by them): the Eq. 10 calibration on
-# training renders (`nre train --calibrate-temperature NAME`, nre.train.training.calibrate_temperature) at the default
+# the embedded default's training scenes (`nre calibrate NAME --root data/synth/train`) at the default
 # strides; docs/learned_features.md
-TEMPERATURES = {"coarse": 0.032, "fine": 0.024}
+TEMPERATURES = {"coarse": 0.030, "fine": 0.0225}
 
 
 class BasicLayer(nn.Module):
