@@ -99,3 +99,9 @@ def test_plug_ins_import_from_nre_only(path):
     """A baseline imports the library (``nre``) and third-party packages, never another baseline's helpers."""
     mods = set(_modules("baselines"))
     assert _imports(path, mods) == set()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "nre" / "commands").glob("[a-z]*.py")), ids=lambda p: p.stem)
+def test_commands_only_parse_arguments(path):
+    """A command is a thin shell over the library: at most 80 lines, parsing its arguments and calling it."""
+    assert len(path.read_text().splitlines()) <= 80
