@@ -32,17 +32,27 @@ def test_dry_run_megadepth_on_committed_scenes(tmp_path):
     cfg["data"] = json.loads(MD_DATA)
     cfg["out"] = str(tmp_path)
     (tmp_path / "md.yaml").write_text(yaml.safe_dump(cfg))
-    # the official checkpoints are not in the repository: the dry run says which file is missing, in one line
-    p = snakemake("-n", "--configfile", str(tmp_path / "md.yaml"), check=False)
-    out = (p.stdout + p.stderr).strip()
-    assert p.returncode != 0 and "\n" not in out and "_weights: weights/coarse.pth: no such checkpoint file" in out
-    for f in cfg["features"].values():  # the dry run only needs the files to be there
+    # the official checkpoints are not in the repository: their optional backends are left out, one line each, and
+    # Table 1 runs on the learned backend alone
+    p = snakemake("-n", "--configfile", str(tmp_path / "md.yaml"))
+    out = p.stdout + p.stderr
+    assert "features.s2dnet (optional) is left out: weights: weights/s2dnet_weights.pth: no such checkpoint" in out
+    assert "features.nre_official (optional) is left out" in out
+    assert "rows/xfeat/oracle" in out and "rows/s2dnet/" not in out and "maps/nre_official" not in out
+    for f in cfg["features"].values():  # with the files there (a dry run only needs them to exist), the paper's maps
         for k, v in f.get("options", {}).items():
             f["options"][k] = str(tmp_path / Path(v).name)
             Path(f["options"][k]).touch()
     (tmp_path / "md.yaml").write_text(yaml.safe_dump(cfg))
     p = snakemake("-n", "--configfile", str(tmp_path / "md.yaml"))
     assert "pairs" in p.stdout and "scenes" not in p.stdout.split("Job stats")[1].split("total")[0]
+    assert "rows/s2dnet/oracle" in p.stdout and "rows/nre_official/nre_c2f" in p.stdout and "left out" not in p.stderr
+    # a required backend (not optional) without its checkpoint is an error naming the file, in one line
+    cfg["features"]["s2dnet"] = {"options": {"weights": str(tmp_path / "none.pth")}}
+    (tmp_path / "md.yaml").write_text(yaml.safe_dump(cfg))
+    p = snakemake("-n", "--configfile", str(tmp_path / "md.yaml"), check=False)
+    err = (p.stdout + p.stderr).strip()
+    assert p.returncode != 0 and "\n" not in err and "none.pth: no such checkpoint file" in err
 
 
 def test_schema_rejects_wrong_key_and_type(tmp_path):

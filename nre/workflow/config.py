@@ -285,6 +285,8 @@ def semantic_problems(config: dict, check_files: bool = True) -> list[tuple[str,
             out.append((f"features.{name}.preset", str(e)))
             continue
         for k, p in option_problems(name, opts, check_files):
+            if entry.get("optional") and k in getattr(BACKENDS.get(name), "weights", ()):
+                continue  # an optional backend without its checkpoints is left out of the plan, not an error
             if k in getattr(BACKENDS.get(name), "weights", ()):
                 p = f"{p.removeprefix(f'{k}: ')} ({BACKENDS[name].what})"
             out.append((f"features.{name}" + (f".options.{k}" if k else ""), p))

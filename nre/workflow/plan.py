@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,23 @@ def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d))  # tuples -> lists, as a config would write them
 
 
+def missing_optional(config: dict) -> dict[str, str]:
+    """Backends marked ``optional: true`` whose checkpoint files are not there -> why: left out of the plan (e.g.
+    the official NRE / S2DNet weights in config/megadepth.yaml, which a learned backend can stand in for)."""
+    from nre.features.catalog import BACKENDS, option_problems
+
+    out = {}
+    for name, spec in (config.get("features") or {}).items():
+        spec = spec or {}
+        if not spec.get("optional"):
+            continue
+        weights = getattr(BACKENDS.get(name), "weights", ())
+        missing = [p for k, p in option_problems(name, features_options(name, spec)) if k in weights]
+        if missing:
+            out[name] = missing[0]
+    return out
+
+
 def features_options(name: str, spec: dict | None) -> dict:
     """A backend entry's options with its preset folded in."""
     from nre.features.catalog import resolve_options
@@ -106,12 +124,17 @@ class Plan:
         self.n_chunks = int(config["chunks"])
         self.chunks = list(range(self.n_chunks))
         self.max_points = int(config["max_points"])
+        self.left_out = missing_optional(config)  # optional backends without their checkpoints
         t1 = config["table1_features"]
-        self.table1 = list(t1) if isinstance(t1, list) else [t1]  # every Table 1 backend
+        self.table1 = [f for f in (t1 if isinstance(t1, list) else [t1]) if f not in self.left_out]
+        if not self.table1:
+            raise ValueError(f"table1_features: every backend is left out ({'; '.join(self.left_out.values())})")
         self.table1_features = self.table1[0]  # the primary one
         self.eval_dir = f"{self.out}/eval"
         self.estimators = {k: estimator_entry(k, v, config["seeds"]) for k, v in config["estimators"].items()}
-        self.features = {k: features_options(k, v) for k, v in config["features"].items()}
+        self.features = {
+            k: features_options(k, v) for k, v in config["features"].items() if k not in self.left_out
+        }
         self.reference = next(
             (k for k, e in self.estimators.items() if e.cls == REFERENCE_CLASS), next(iter(self.estimators))
         )
@@ -232,6 +255,8 @@ def workflow_plan(workflow, config: dict) -> Plan:
 
     from nre.workflow.config import ConfigError, check_config, read_config_file, with_defaults
 
+    log = logging.getLogger("nre.workflow")
+
     files = [str(f) for f in workflow.configfiles] or ["config/config.yaml"]
     shown = [os.path.relpath(f) if not os.path.relpath(f).startswith("..") else f for f in files]
     overrides = getattr(getattr(workflow, "config_settings", None), "config", None) or {}
@@ -243,6 +268,9 @@ def workflow_plan(workflow, config: dict) -> Plan:
         filled = with_defaults(config)
         config.clear()
         config.update(filled)
-        return Plan(config)
+        plan = Plan(config)
+        for name, why in plan.left_out.items():
+            log.warning("features.%s (optional) is left out: %s", name, why)
+        return plan
     except (ConfigError, ValueError) as e:  # InputError is a ValueError
         raise SystemExit(f"config error: {' '.join(str(e).split())}") from None
