@@ -132,9 +132,7 @@ class Plan:
         self.table1_features = self.table1[0]  # the primary one
         self.eval_dir = f"{self.out}/eval"
         self.estimators = {k: estimator_entry(k, v, config["seeds"]) for k, v in config["estimators"].items()}
-        self.features = {
-            k: features_options(k, v) for k, v in config["features"].items() if k not in self.left_out
-        }
+        self.features = {k: features_options(k, v) for k, v in config["features"].items() if k not in self.left_out}
         self.reference = next(
             (k for k, e in self.estimators.items() if e.cls == REFERENCE_CLASS), next(iter(self.estimators))
         )
