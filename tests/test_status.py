@@ -214,11 +214,18 @@ def test_a_failed_job_is_one_line_naming_its_error_and_log(console, tmp_path, mo
     assert [(e["event"], e["jobid"]) for e in events] == [("start", 7), ("error", 7), ("error", 7)]
 
 
-def test_ctrl_c_is_one_line(console, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "stop, death",
+    [
+        ("Terminating processes on user request, this might take some time.", "SIGINT"),  # Ctrl-C
+        ("Will exit after finishing currently running jobs (scheduler).", "SIGTERM"),  # kill of the group
+    ],
+)
+def test_ctrl_c_is_one_line(stop, death, console, tmp_path, monkeypatch):
     shown = console.send(
         _record("job", event="job_info", jobid=7),
-        _record("Terminating processes on user request, this might take some time."),
-        _record("RuleException:\nCalledProcessError ... died with <Signals.SIGINT: 2>.", logging.ERROR, event="error"),
+        _record(stop),
+        _record(f"RuleException:\nCalledProcessError: died with <Signals.{death}: 2>.", logging.ERROR, event="error"),
         _record("Error in rule estimate, jobid: 7", logging.ERROR, event="job_error", jobid=7, rule_name="estimate"),
     )
     assert shown == ["job"] and console.interrupted

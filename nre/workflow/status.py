@@ -341,6 +341,13 @@ def watch(run_dir: str | Path, interval: float = 10.0, stream=None) -> None:
 
 # ---------------------------------------------------------------------------------------------------- the hooks
 SNAKEMAKE_LOGGER = "snakemake.logging"
+# Ctrl-C (SIGINT to the terminal's process group), SIGTERM (to the group, or to Snakemake: it lets the jobs finish)
+_INTERRUPTED = (
+    "Signals.SIGINT",
+    "Signals.SIGTERM",
+    "Terminating processes on user request",
+    "Will exit after finishing currently running jobs",
+)
 _NOISE_AFTER_FAILURE = ("At least one job did not complete successfully", "Complete log(s):")
 _CONSOLE: Console | None = None
 
@@ -435,7 +442,7 @@ class Console:
     def journal(self, record: logging.LogRecord) -> bool:
         event = getattr(record, "event", None)
         text = str(record.msg or "")
-        if "Signals.SIGINT" in text or text.startswith("Terminating processes on user request"):
+        if any(m in text for m in _INTERRUPTED):
             self.interrupted = True  # also when a job killed by Ctrl-C is reported before Snakemake's own SIGINT
         if event == "job_info":
             self._record("start", getattr(record, "jobid", None))
