@@ -105,7 +105,8 @@ def test_status_of_a_running_run(tmp_path, monkeypatch):
     assert lines[4].split() == ["maps", "1/2", "1", "-", "-", "7/9", "pairs", "(78%)"]
     assert lines[5].split() == ["estimate", "1/4", "-", "1", "2", "4/18", "pairs", "(22%)"]
     assert lines[6].split() == ["report_html", "0/1", "-", "-", "1"]
-    assert f"running  maps dsift chunk 1: 3/5 pairs (60%) (1 failed), ETA 4m00s  [{run}/logs/maps/dsift_1.log]" in text
+    running = "running  maps dsift chunk 1: 3/5 pairs (60%, 1 failed), logged 1m00s ago, ETA 4m00s  ["
+    assert f"{running}{run}/logs/maps/dsift_1.log]" in text
     assert "failed   estimate dsift nre_c2f chunk 0: nre estimate: maps/dsift/p1.npz: corrupt map  [" in text
     assert "overall  4 of 9 jobs done (44%); pairs through the chunk jobs (maps, estimators): 11/27 (41%)" in text
     assert lines[-1] == f"report   {run}/report.html (not written yet)"
@@ -118,7 +119,7 @@ def test_status_after_the_run(tmp_path, monkeypatch):
     st = S.read_status(_fake_run(tmp_path, result="interrupted"), now=T0 + 700)
     text = S.format_status(st)
     assert st.state == "interrupted" and "interrupted at" in text.splitlines()[0] and "resume" in text
-    assert "stopped  maps dsift chunk 1: 3/5 pairs (60%) (1 failed)  [" in text and "ETA" not in text
+    assert "stopped  maps dsift chunk 1: 3/5 pairs (60%, 1 failed)  [" in text and "ETA" not in text
     assert S.read_status(_fake_run(tmp_path / "b"), now=T0 + 700).state == "stopped"
     (tmp_path / "b" / "run" / "report.html").write_text("<html>")
     assert "report.html (written " in S.format_status(S.read_status(tmp_path / "b" / "run"))

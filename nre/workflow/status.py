@@ -59,6 +59,7 @@ class JobStatus:
     unit: str = ""
     counts: dict = field(default_factory=dict)
     eta: float | None = None  # seconds left, from the last progress line and its time
+    at: float | None = None  # when the last progress line was logged
     error: str = ""  # the log's error line of a failed job
 
     @property
@@ -118,7 +119,8 @@ def read_log(path: Path, now: float | None = None) -> dict:
         p = parse_progress(m[2])
         if p:
             info = p
-            if p["eta"] is not None and (t := _stamp(m[1])) is not None:
+            info["at"] = t = _stamp(m[1])
+            if p["eta"] is not None and t is not None:
                 info["eta"] = max(0.0, p["eta"] - max(0.0, now - t))
             break
         count = count or parse_count(m[2])
@@ -224,6 +226,7 @@ def _apply_log(js: JobStatus, log: dict) -> None:
         js.n, js.unit, js.counts = log["n"], log["unit"], log["counts"]
         js.total = log["total"] if log["total"] is not None else (log["n"] if log.get("final") else None)
         js.eta = log["eta"] if js.state == "running" else None
+        js.at = log.get("at")
 
 
 def _status_from_logs(run: Path, now: float) -> RunStatus:
@@ -300,9 +303,15 @@ def format_status(st: RunStatus) -> str:
     for j in st.jobs:
         log = _shown(j.logs[0]) if j.logs else ""
         if j.state in ("running", "stopped"):
-            what = _progress(j.n, j.total, j.unit) if j.n is not None else "started"
-            tallies = ", ".join(f"{v} {k}" for k, v in j.counts.items() if v)
-            what += f" ({tallies})" if tallies else ""
+            tallies = [f"{v} {k}" for k, v in j.counts.items() if v]
+            if j.n is None:
+                what = "started"
+            elif j.total:
+                what = f"{j.n}/{j.total} {j.unit} ({', '.join([f'{100 * j.n / j.total:.0f}%', *tallies])})"
+            else:
+                what = f"{j.n} {j.unit}" + (f" ({', '.join(tallies)})" if tallies else "")
+            if j.state == "running" and j.n is not None and j.at and st.now - j.at >= 15:
+                what += f", logged {duration(st.now - j.at)} ago"  # jobs log their counts every 30 s at most
             eta = f", ETA {duration(j.eta)}" if j.state == "running" and j.eta is not None and j.eta > 0 else ""
             out.append(f"{j.state:8s} {j.label}: {what}{eta}  [{log}]")
         elif j.state == "failed":
