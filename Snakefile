@@ -25,6 +25,25 @@ onstart:
         from nre.workflow.cluster import check_workflow
 
         check_workflow(workflow)
+    # OUT/logs/run.json and the journal that `nre status OUT` reads; the terminal: a failed job in one line naming
+    # its log, Ctrl-C in one line (Snakemake's log file under .snakemake/log keeps every message)
+    from nre.workflow.status import on_start
+
+    on_start(workflow, PLAN.out, PLAN.n_chunks)
+
+
+onsuccess:
+    # where the report is
+    from nre.workflow.status import on_success
+
+    on_success(workflow, PLAN.out)
+
+
+onerror:
+    # one line per failed job (its error line, its log); after Ctrl-C one line
+    from nre.workflow.status import on_error
+
+    on_error(workflow, PLAN.out)
 
 
 include: "workflow/rules/common.smk"

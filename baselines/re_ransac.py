@@ -13,7 +13,8 @@ Pinned differences between libraries (recorded in each result's diagnostics):
 - pycolmap's RANSAC seed is non-deterministic by default: it is set from the problem seed.
 - poselib quaternions are (w, x, y, z), pycolmap's (x, y, z, w): poses go through rotation matrices only.
 - OpenCV's GC-RANSAC stands in for pygcransac (0.1.1 crashes on absolute pose); ``USAC_ACCURATE`` was seen to
-  return different results on identical calls even with ``cv2.setRNGSeed``.
+  return different results on identical calls. OpenCV's USAC ignores ``cv2.setRNGSeed`` (its generator state is fixed):
+  the problem's seed reaches it as a seeded order of the matches.
 - MAGSAC++ (``USAC_MAGSAC``) marginalises over noise scales, so its threshold is not an inlier/outlier decision
   during the search: it bounds the scales and sets the returned inlier set, on which OpenCV polishes the final pose
   (so the pose stops changing with it above the noise level). It is still swept.
@@ -151,10 +152,12 @@ class _OpenCvUsac(_Ransac):
         return {**super()._budget(), "min_iterations": None, "dyn_num_trials_mult": None, "usac_flag": flag}
 
     def _solve(self, problem, uv, X, threshold):
-        cv2.setRNGSeed(int(derive_seed(problem.seed, self.name) % 2**31))
+        # OpenCV's USAC draws its samples from a generator whose state is fixed (it ignores cv2.setRNGSeed), so the
+        # matches go in a seeded order: the problem's seed decides the samples, as for the other RANSACs
+        order = problem.rng(self.name, "usac order").permutation(len(uv))
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-            X,
-            uv,
+            X[order],
+            uv[order],
             problem.camera.K,
             None,
             iterationsCount=int(self.options["max_iterations"]),
@@ -177,7 +180,8 @@ class LoRansacOpenCV(_OpenCvUsac):
 
 
 class GcRansac(_OpenCvUsac):
-    """GC-RANSAC through OpenCV's USAC_ACCURATE (seeded, yet not bit-reproducible across identical calls)."""
+    """GC-RANSAC through OpenCV's USAC_ACCURATE (its local optimisation is not bit-reproducible across identical
+    calls)."""
 
     name = "gc_ransac"
     label = "GC-RANSAC (OpenCV)"

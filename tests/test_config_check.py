@@ -207,3 +207,59 @@ def test_config_strings_reach_the_shell_quoted(tmp_path):
     assert (out / "pairs.csv").exists() and not marker.exists()
     log = (out / "logs" / "maps" / "dsift_0.log").read_text()
     assert "impl must be one of" in log and "touch" in log
+
+
+def _real(root, **data):
+    """config/quick.yaml on real data in ``root`` (synth: null)."""
+    return _with(lambda c: c.__setitem__("data", {"root": str(root), "synth": None, **data}))
+
+
+REAL_DATA_CASES = {
+    # (data keys, key path, words); ROOT is a placeholder for the case's root
+    "missing root": (dict(root="ROOT/nowhere"), "data.root", "ROOT/nowhere: no such data folder"),
+    "no test scenes, no split list": (
+        dict(root="ROOT/empty"),
+        "data.test_scenes",
+        "not set and ROOT/empty/scenes.yaml (a split list) does not exist: name the test scenes; no scene found",
+    ),
+    "test scenes not in the root": (
+        dict(root=str(TINY_MD), test_scenes=["0099"], tuning_scenes=["0033"]),
+        "data.test_scenes",
+        f"none of ['0099'] is a scene of {TINY_MD}; scenes found in {TINY_MD}: 0016, 0033",
+    ),
+    "tuning scenes not in the root": (
+        dict(root=str(TINY_MD), test_scenes=["0016"], tuning_scenes=["0000", "0001"]),
+        "data.tuning_scenes",
+        "none of ['0000', '0001'] is a scene of",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REAL_DATA_CASES))
+def test_real_data_root_and_scenes_are_checked_at_parse_time(case, tmp_path):
+    """Real data (synth: null): the root, and the scenes the pairs come from, are there before any job runs; one
+    problem, about the data that is missing (not a second one about tuning scenes, which followed from it)."""
+    (tmp_path / "empty").mkdir()
+    data, key, words = REAL_DATA_CASES[case]
+    data = {k: v.replace("ROOT", str(tmp_path)) if isinstance(v, str) else v for k, v in data.items()}
+    with pytest.raises(ConfigError) as e:
+        check_config(_real(**data), "my.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"my.yaml: {key}: ") and words.replace("ROOT", str(tmp_path)) in msg, msg
+    assert "more problems" not in msg and "\n" not in msg
+    check_config(_real(TINY_MD, test_scenes=["0016", "0099"], tuning_scenes=["0033"]), "my.yaml")  # one is enough
+    check_config(_real(TINY_MD, test_scenes=["0016"], tuning_scenes=["0099"]), "my.yaml", check_files=False)
+
+
+@pytest.mark.parametrize("root", ["nowhere", "empty"])
+def test_dry_run_refuses_a_missing_data_root_in_one_line(root, tmp_path):
+    """`synth: null` with a data root that is not there (or holds no scene): `snakemake -n` stops in one line naming
+    the path, before any job (it used to pass the dry run, or speak of tuning scenes)."""
+    (tmp_path / "empty").mkdir()
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(yaml.safe_dump({**_real(tmp_path / root), "out": str(tmp_path / "out")}))
+    p = _snakemake("-n", "--configfile", str(cfg))
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    assert p.returncode != 0 and len(lines) == 1, lines[:20]
+    assert lines[0].startswith(f"config error: {cfg}: data.") and str(tmp_path / root) in lines[0], lines[0]
+    assert "tuning" not in lines[0] and not (tmp_path / "out").exists()

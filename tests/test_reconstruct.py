@@ -128,13 +128,18 @@ def test_tuning_source_check(tmp_path):
     listed = tmp_path / "listed"
     listed.mkdir()
     (listed / "scenes.yaml").write_text("splits: {tuning: [t]}\n")
+    for scene in ("a", "b"):  # scene folders of the root (a model's files: what the check looks for)
+        (tmp_path / scene / "sparse").mkdir(parents=True)
+        for f in ("cameras", "images", "points3D"):
+            (tmp_path / scene / "sparse" / f"{f}.bin").touch()
 
     def problems(pairs=None, root=tmp_path, **data):
+        data = {"test_scenes": ["a"], **data}
         cfg = {"data": {"root": str(root), "synth": None, **data}, "pairs": {"n_tuning": 5, **(pairs or {})}}
         return " / ".join(p for _, p in data_problems(cfg))
 
     assert "tuning_from: same_scene" in problems()  # a single real scene, no tuning scenes
-    assert problems(root=listed) == ""  # ROOT/scenes.yaml names them
+    assert problems(root=listed, test_scenes=None) == ""  # ROOT/scenes.yaml names them
     assert problems(synth={"preset": "quick"}) == ""  # generated scenes write scenes.yaml
     assert problems({"n_tuning": 0}) == ""  # no tuning split: fair protocol n/a, allowed
     assert problems({"tuning_from": "same_scene"}) == ""

@@ -358,8 +358,10 @@ def data_problems(config: dict, check_files: bool = True) -> list[tuple[str, str
                         "digits, _ . + -; set data.sfm.scene"))  # fmt: skip
         if check_files and not Path(d["sfm"]["images"]).is_dir():
             out.append(("data.sfm.images", f"{d['sfm']['images']}: no such folder of photographs"))
-    elif not (d.get("synth") or d.get("calibrated")) and check_files and not Path(d.get("root", "")).is_dir():
-        out.append(("data.root", f"{d.get('root')}: no such data folder (one folder per scene, MegaDepth layout)"))
+    elif not (d.get("synth") or d.get("calibrated")) and check_files:
+        root_problems = real_root_problems(d, p)
+        if root_problems:
+            return out + root_problems  # the scenes are not there: nothing else about them is worth saying
     both = set(d.get("test_scenes") or []) & set(d.get("tuning_scenes") or [])
     if both:
         out.append(("data.tuning_scenes", f"scenes {sorted(both)} are also test scenes"))
@@ -379,6 +381,39 @@ def data_problems(config: dict, check_files: bool = True) -> list[tuple[str, str
                         f"{d.get('root')}/scenes.yaml does not exist). A single-scene run needs pairs.tuning_from: "
                         "same_scene (tuning pairs from a share of its images) or pairs.n_tuning: 0 (the fair "
                         "protocol then reports n/a)"))  # fmt: skip
+    return out
+
+
+def real_root_problems(data: dict, pairs: dict) -> list[tuple[str, str]]:
+    """Real data (no synth, sfm or calibrated source): ``data.root`` is a folder; the test scenes are named
+    (``data.test_scenes``) or listed by ROOT/scenes.yaml; at least one named test scene, and one named tuning scene
+    when tuning pairs come from them, is a scene folder of ROOT with a COLMAP model (a missing one among others is
+    skipped with a warning by ``nre pairs``)."""
+    from nre.data.scenes import find_models
+
+    root = Path(data.get("root", ""))
+    if not root.is_dir():
+        return [("data.root", f"{root}: no such data folder (one folder per scene, MegaDepth layout)")]
+
+    def listed() -> str:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and find_models(p))
+        if not found:
+            return f"no scene found in {root} (<scene>/sparse/... with <scene>/images/)"
+        return f"scenes found in {root}: {', '.join(found[:8])}{', ...' if len(found) > 8 else ''}"
+
+    if not data.get("test_scenes"):
+        if not (root / "scenes.yaml").exists():
+            return [("data.test_scenes", f"not set and {root}/scenes.yaml (a split list) does not exist: name the "
+                     f"test scenes; {listed()}")]  # fmt: skip
+        return []
+    out = []
+    same = pairs.get("tuning_from", "scenes") == "same_scene"
+    named = [("test_scenes", data["test_scenes"])]
+    if data.get("tuning_scenes") and pairs.get("n_tuning") and not same:
+        named.append(("tuning_scenes", data["tuning_scenes"]))
+    for key, scenes in named:
+        if not any((root / str(s)).is_dir() and find_models(root / str(s)) for s in scenes):
+            out.append((f"data.{key}", f"none of {_short(scenes)} is a scene of {root}; {listed()}"))
     return out
 
 
