@@ -112,7 +112,7 @@ def _evaluation(tmp_path, info=None, n=12):
     pairs = ids.assign(scene="s", source="a", target="b")
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     ev = tmp_path / "eval"
-    evaluate_rows(rows=paths, out_dir=ev, thresholds=THR)
+    evaluate_rows(rows=paths, out_dir=ev, thresholds=THR, info=info)
     select_settings(eval_dir=ev, info=info)
     write_outputs(eval_dir=ev, bootstrap=50, info=info)
     return ev, tmp_path / "pairs.csv"
@@ -324,6 +324,13 @@ def test_tables_follow_the_study(tmp_path):
     for md_file in ev.glob("*.md"):
         text = md_file.read_text()
         assert not re.search(r"\bnan\b|\bNone\b", text), md_file.name
+        assert not re.search(r'\{"|"\s*:', text), md_file.name  # settings as text, not JSON
+        cats = [c.strip() for c in re.findall(r"^\| (easy|medium|hard|all) \|", text, re.MULTILINE)]
+        assert list(dict.fromkeys(cats)) == [c for c in CATEGORY_ORDER if c in cats], md_file.name
+    from nre.eval.timing import table3_display
+
+    t3 = pd.DataFrame({"stage": ["coarse maps", "estimator ransac"], "median wall (s)": [0.1, 0.2]})
+    assert list(table3_display(t3, info)["stage"]) == ["coarse maps", "estimator LO-RANSAC (test)"]
 
 
 def test_report_reads_like_the_paper(tmp_path):

@@ -17,7 +17,9 @@ def add_arguments(p):
     p.add_argument("--root", default=None, help="scene root (scenes with a truth/ model get renderer-truth errors)")
     p.add_argument("--select", action="store_true", help="select hyperparameters from OUT_DIR/failure_rates.csv")
     p.add_argument("--metric", default="mean_failure", help="selection metric: mean_failure or a rate column")
-    p.add_argument("--info", default=None, help="with --select: study information (JSON or file), for final stages")
+    p.add_argument(
+        "--info", default=None, help="study information (JSON or file): display names, order, final stages (--select)"
+    )
 
 
 def run(args) -> int:
@@ -32,5 +34,6 @@ def run(args) -> int:
         thresholds=json_option(args.thresholds, "--thresholds"),
         pairs=args.pairs,
         root=args.root,
+        info=info_option(args.info),
     )
     return 0

@@ -35,12 +35,15 @@ def evaluate_rows(
     thresholds: dict | None = None,
     pairs: str | Path | None = None,
     root: str | Path | None = None,
+    info=None,
 ) -> pd.DataFrame:
     """Evaluate result-row files (``nre estimate``'s parquet) into ``out_dir``; with ``pairs`` and ``root``, errors
-    against the renderer truth too. Returns the failure rates."""
+    against the renderer truth too; ``info``: the study information (display names and order of failure_rates.md).
+    Returns the failure rates."""
     from nre.data.pairs import read_pair_table
     from nre.estimators.rows import read
     from nre.eval import metrics as E
+    from nre.eval.study import Study
     from nre.eval.tables import write_table
 
     if not rows:
@@ -54,7 +57,7 @@ def evaluate_rows(
     df.to_parquet(out / "rows.parquet", index=False)
     (out / "thresholds.json").write_text(json.dumps(thr, sort_keys=True))
     rates = E.failure_rates(df, thr)
-    write_table(rates, out / "failure_rates")
+    write_table(rates, out / "failure_rates", study=Study.load(info).with_rows(df), title="Failure rates")
     log.info("%d rows, %d rate cells -> %s", len(df), len(rates), out)
     return rates
 

@@ -11,13 +11,14 @@ rule evaluate:
         outdir=lambda w, output: os.path.dirname(output.rates),
         thr=jdump(config["thresholds"]),
         root=lambda w: ROOT,
+        info=INFO,
     log:
         f"{OUT}/logs/evaluate.log",
     conda:
         ENV
     shell:
         "nre evaluate --rows {input.rows:q} --pairs {input.pairs:q} --root {params.root:q} --out-dir {params.outdir:q}"
-        " --thresholds {params.thr:q} > {log:q} 2>&1"
+        " --thresholds {params.thr:q} --info {params.info:q} > {log:q} 2>&1"
 
 
 rule select:
@@ -188,12 +189,14 @@ rule table3:
         timing=f"{EVAL}/timing.csv",
         table3=f"{EVAL}/table3.md",
         table3_html=report(f"{EVAL}/table3.html", caption="../report/table3.rst", category="Tables"),
+    params:
+        info=INFO,
     log:
         f"{OUT}/logs/table3.log",
     conda:
         ENV
     shell:
-        "nre timing --merge {input:q} --out {output.timing:q} > {log:q} 2>&1"
+        "nre timing --merge {input:q} --out {output.timing:q} --info {params.info:q} > {log:q} 2>&1"
 
 
 rule report_html:
