@@ -150,17 +150,27 @@ def write_tables(
     if t1_feats and recall_thresholds:
         mid = recall_thresholds[len(recall_thresholds) // 2]
         head = T.headline(df, sel, t1_feats[0], mid, study.reference, "paper", n_boot, seed, study=study)
-        T.write_table(head, out / "headline", study=study, title=f"Failure at ({mid[0]:g}, {mid[1]:g} deg)")
-    T.write_table(T.table2(df, thr, n_boot, seed, study=study, sel=sel), out / "table2", study=study, title="Table 2")
-    T.write_table(T.summary_stats(df, sel, thr, "paper", recall_thresholds, study), out / "summary", study=study)
+        T.write_table(
+            head,
+            out / "headline",
+            study=study,
+            title=f"Wrong poses: translation error above {mid[0]:g} or rotation error above {mid[1]:g} deg",
+        )
+    t2 = T.table2(df, thr, n_boot, seed, study=study, sel=sel)
+    T.write_table(t2, out / "table2", study=study, title="Table 2: features compared with one estimator")
+    summ = T.summary_stats(df, sel, thr, "paper", recall_thresholds, study)
+    T.write_table(summ, out / "summary", study=study, title="Recall, share with an estimate, median errors, AUC")
     spread = T.seed_spread(df, sel, thr, recall_thresholds, study)
     T.write_table(spread, out / "seeds", display=T.seed_display(spread, study), title="Spread over seeds")
-    T.write_table(study.sort(E.failure_reasons(df)), out / "failure_reasons", study=study)
+    T.write_table(study.sort(E.failure_reasons(df)), out / "failure_reasons", study=study, title="Failure reasons")
     cost = E.cost_diagnostics(df)
     T.write_table(cost, out / "cost_diagnostics", text=False)  # per pair: CSV only
-    T.write_table(study.sort(E.cost_summary(cost)), out / "cost_summary", study=study)
-    T.write_table(study.sort(E.inlier_ratios(df)), out / "inlier_ratios", study=study)
-    T.write_table(study.sort(E.truth_comparison(df, sel, thr)), out / "truth_comparison", study=study)
+    title = "Cost at the truth vs at the estimate: optimiser vs objective failures among wrong estimates"
+    T.write_table(study.sort(E.cost_summary(cost)), out / "cost_summary", study=study, title=title)
+    title = "Inlier ratio of the argmax matches per category"
+    T.write_table(study.sort(E.inlier_ratios(df)), out / "inlier_ratios", study=study, title=title)
+    title = "Errors against the SfM ground truth vs the renderer's truth"
+    T.write_table(study.sort(E.truth_comparison(df, sel, thr)), out / "truth_comparison", study=study, title=title)
     # Fig. 5: the stage ablation of every multi-stage estimator on hard, and one curve per estimator (selected
     # setting, final stage) per category
     test = df[df["split"] == "test"]

@@ -379,6 +379,12 @@ PRETTY_COLUMNS = {
     "fair_test_value": "fair: test value",
     "fair_from_tuning": "fair from tuning",
     "fair_basis": "fair basis",
+    # headline
+    "rate": "wrong poses",
+    "lo": "95% interval lo",
+    "hi": "95% interval hi",
+    "diff": "difference to the reference",
+    "p": "McNemar p",
 }
 
 
