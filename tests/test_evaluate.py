@@ -71,7 +71,7 @@ def test_fair_protocol_never_falls_back_to_test_pairs():
     assert fair.loc[("hard", "x"), "params"] == E.FAIR_NA and fair.loc[("hard", "x"), "n"] == 0
     assert np.isnan(fair.loc[("all", "x"), "R>2deg"]) and fair.loc[("all", "nre_single"), "R>2deg"] == 0.0
     shown = T.table1_display(fair.reset_index(), THR).set_index(["category", "estimator"])
-    assert shown.loc[("all", "x"), "R>2deg"] == "n/a"
+    assert shown.loc[("all", "x"), "R>2deg"] == "n/a: no tuning pairs"
     paper = T.table1(df, sel, THR, "dsift", protocol="paper", n_boot=0).set_index(["category", "estimator"])
     assert paper.loc[("all", "x"), "R>2deg"] == 0.0 and paper.loc[("all", "x"), "n"] == 30
 
@@ -87,7 +87,9 @@ def test_selection_on_the_final_stage_applies_to_every_stage():
         (("k", "b"), "fine_gnc"): (1.0, True),
     }
     df = E.prepare(make_rows(np.random.default_rng(0), {"nre_c2f": spec}))
-    sel = E.select(E.failure_rates(df, THR))
+    with pytest.raises(ValueError, match="no final stage"):  # the rates alone do not tell the stages' order
+        E.select(E.failure_rates(df, THR))
+    sel = E.select(E.failure_rates(df, THR), final=E.final_stages(df))  # from the rows: the declared order
     assert len(sel) == 1 and sel.iloc[0]["stage"] == "fine_gnc" and json.loads(sel.iloc[0]["paper"]) == {"k": "b"}
     chosen = E.selected_rows(df[df.split == "test"], sel, "paper")
     assert set(chosen["stage"]) == {"p3p", "coarse_gnc", "fine_gnc"} and len(chosen) == 90

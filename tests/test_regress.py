@@ -102,8 +102,8 @@ def test_median_band_of_flipped_pairs():
 
 
 def _quick_eval(rows, thr):
-    sel = E.select(E.failure_rates(E.prepare(rows), thr))
     df = E.prepare(rows)
+    sel = E.select(E.failure_rates(df, thr), final=E.final_stages(df))
     return E.failure_rates(df, thr), T.summary_stats(df, sel, thr)
 
 

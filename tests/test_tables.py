@@ -32,16 +32,16 @@ def test_table1_relative_deterioration_ci_and_mcnemar():
     sel = E.select(E.failure_rates(df, THR))
     t = T.table1(df, sel, THR, "dsift", n_boot=200).set_index(["category", "estimator"])
     assert t.loc[("easy", "worse"), "R>10deg"] == 1.0
-    assert t.loc[("easy", "worse"), "R>10deg vs NRE %"] == "n/a"  # NRE's rate is 0
-    assert t.loc[("hard", "worse"), "R>10deg vs NRE %"] == "+0"
-    assert t.loc[("all", "worse"), "R>2deg vs NRE %"] == "+200"  # 1/3 -> 1
+    assert t.loc[("easy", "worse"), "R>10deg vs ref %"] == "n/a"  # NRE's rate is 0
+    assert t.loc[("hard", "worse"), "R>10deg vs ref %"] == "+0"
+    assert t.loc[("all", "worse"), "R>2deg vs ref %"] == "+200"  # 1/3 -> 1
     assert t.loc[("easy", "worse"), "R>10deg p"] == pytest.approx(2 * 0.5**20)  # 20 discordant pairs, one way
     assert t.loc[("hard", "worse"), "R>10deg p"] == 1.0
     assert t.loc[("all", "worse"), "R>10deg lo"] <= 1.0 <= t.loc[("all", "worse"), "R>10deg hi"]
     r = t.loc[("all", "nre_single")]
     assert r["R>10deg lo"] < r["R>10deg"] < r["R>10deg hi"]
     disp = T.table1_display(t.reset_index(), THR).set_index(["category", "estimator"])
-    assert disp.loc[("all", "worse"), "R>2deg"].startswith("1.000 [1.00, 1.00] +200% (p=")
+    assert disp.loc[("all", "worse"), "R>2deg"].startswith("1.000 [1.00, 1.00] +200% (p")
     assert "%" not in disp.loc[("all", "nre_single"), "R>2deg"]
 
 
@@ -78,15 +78,18 @@ def test_summary_medians_and_auc():
     assert s.loc["easy", "AUC R@2"] == pytest.approx(0.5) and s.loc["hard", "AUC R@10"] == pytest.approx(0.1)
 
 
-def test_markdown_and_latex_writers(tmp_path):
-    df = pd.DataFrame({"a_b": [1.0, np.nan], "c": ["x", "y%|"], "d": [np.inf, 2.0]})
+def test_markdown_latex_and_html_writers(tmp_path):
+    df = pd.DataFrame({"a_b": [1.0, np.nan], "c": ["x", "y%|"], "d": [np.inf, 2.0], "e": [None, "z"]})
     files = T.write_table(df, tmp_path / "t")
-    assert len(files) == 3
+    assert len(files) == 4
     md = (tmp_path / "t.md").read_text()
-    assert "n/a" in md and "inf" in md and "y%\\|" in md
+    assert "—" in md and "inf" in md and "y%\\|" in md
+    assert "nan" not in md.lower() and "None" not in md  # an empty cell is a dash, never nan / None
     tex = (tmp_path / "t.tex").read_text()
-    assert r"a\_b" in tex and r"y\%" in tex
-    assert pd.read_csv(tmp_path / "t.csv").shape == (2, 3)
+    assert r"a\_b" in tex and r"y\%" in tex and "nan" not in tex.lower()
+    page = (tmp_path / "t.html").read_text()  # what Snakemake's --report previews
+    assert page.startswith("<!doctype html>") and "<table>" in page and "y%|" in page and "None" not in page
+    assert pd.read_csv(tmp_path / "t.csv").shape == (2, 4)
 
 
 def test_evaluate_select_tables_report(tmp_path):

@@ -142,13 +142,15 @@ def test_tiny_workflow_restart_nothing_to_do_new_estimator_and_invariance(tmp_pa
     assert (out / "report.html").exists() and (out / "eval" / "table1_paper.tex").exists()
     p = snakemake("-n", "--configfile", cfg)
     assert "Nothing to be done" in p.stdout + p.stderr
-    # Snakemake's own report gathers the tables and figures with their captions
+    # Snakemake's own report gathers the tables and figures with their captions; tables as HTML pages, which its
+    # viewer shows (a Markdown file there was only a download link: an empty preview)
     import zipfile
 
     snakemake("--configfile", cfg, "--report", str(tmp_path / "report.zip"))
     names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
-    for f in ("table1_paper.md", "report.html", "sweeps.png"):
+    for f in ("table1_paper.html", "headline.html", "summary.html", "report.html", "sweeps.png"):
         assert any(n.endswith(f) for n in names), (f, names[:20])
+    assert not any(n.endswith(".md") for n in names), names
     # adding an estimator: only its jobs (2 chunks) and what depends on all rows
     cfg_b = _tiny_config(tmp_path, "b", out, 2, {**est, "magsac_pp": {"grid": {"threshold": [4]}}})
     jobs = _job_counts(snakemake("-n", "--configfile", cfg_b).stdout)

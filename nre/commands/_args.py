@@ -4,6 +4,7 @@ modules starting with ``_``). A bad value is an ``OptionError`` naming the flag:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from nre.errors import OptionError
 
@@ -39,6 +40,28 @@ def json_option(text: str | None, flag: str, kind: type | None = dict):
         raise OptionError(f"{flag}: not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
     if kind is not None and not isinstance(value, kind):
         raise OptionError(f"{flag}: expected a JSON {kind.__name__}, got {text!r}")
+    return value
+
+
+def info_option(text: str | None) -> dict | None:
+    """``--info``: the study information as JSON text or a JSON file (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    if not text.lstrip().startswith("{"):
+        try:
+            text = Path(text).read_text()
+        except OSError as e:
+            raise OptionError(f"--info: not JSON and not a readable file: {text!r} ({e.strerror})") from None
+    return json_option(text, "--info")
+
+
+def recall_option(text: str | None) -> list | None:
+    """``--recall-thresholds``: JSON [[translation, rotation deg], ...]."""
+    value = json_option(text, "--recall-thresholds", list)
+    if value is not None and not all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and x > 0 for x in v) for v in value
+    ):
+        raise OptionError(f"--recall-thresholds: expected [[translation, rotation deg], ...] > 0, got {text!r}")
     return value
 
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from nre.commands._args import json_option
+from nre.commands._args import info_option, json_option
 
 HELP = "evaluate result rows (failure rates per setting) or select hyperparameters (--select)"
 
@@ -17,13 +17,16 @@ def add_arguments(p):
     p.add_argument("--root", default=None, help="scene root (scenes with a truth/ model get renderer-truth errors)")
     p.add_argument("--select", action="store_true", help="select hyperparameters from OUT_DIR/failure_rates.csv")
     p.add_argument("--metric", default="mean_failure", help="selection metric: mean_failure or a rate column")
+    p.add_argument(
+        "--info", default=None, help="study information (JSON or file): display names, order, final stages (--select)"
+    )
 
 
 def run(args) -> int:
     from nre.eval.outputs import evaluate_rows, select_settings
 
     if args.select:
-        select_settings(eval_dir=args.out_dir, metric=args.metric)
+        select_settings(eval_dir=args.out_dir, metric=args.metric, info=info_option(args.info))
         return 0
     evaluate_rows(
         rows=args.rows,
@@ -31,5 +34,6 @@ def run(args) -> int:
         thresholds=json_option(args.thresholds, "--thresholds"),
         pairs=args.pairs,
         root=args.root,
+        info=info_option(args.info),
     )
     return 0

@@ -10,10 +10,12 @@ def add_arguments(p):
     p.add_argument("--pairs", required=True, help="pair table (CSV, from nre pairs)")
     p.add_argument("--config-name", default="", help="title of the report")
     p.add_argument("--out", required=True, help="the HTML file")
+    p.add_argument("--info", default=None, help="study information (JSON or file); default: EVAL_DIR/study.json")
 
 
 def run(args) -> int:
+    from nre.commands._args import info_option
     from nre.eval.report import build
 
-    build(args.eval_dir, args.pairs, args.config_name, args.out)
+    build(args.eval_dir, args.pairs, args.config_name, args.out, info=info_option(args.info))
     return 0

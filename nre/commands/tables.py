@@ -4,7 +4,7 @@ evaluate`` then ``nre evaluate --select``); optionally Fig. 4-style map pictures
 
 from __future__ import annotations
 
-from nre.commands._args import features_args, json_option, pairs_args
+from nre.commands._args import features_args, info_option, json_option, pairs_args, recall_option
 
 HELP = "write Tables 1-2, summary, diagnostics, Fig. 5 curves, sweep plots (and Fig. 4 map pictures)"
 
@@ -13,8 +13,21 @@ def add_arguments(p):
     p.add_argument("--eval-dir", required=True, help="folder with rows.parquet, failure_rates.csv, selection.csv")
     p.add_argument("--out-dir", default=None, help="default: the evaluation folder")
     p.add_argument("--thresholds", default=None, help="JSON; default: EVAL_DIR/thresholds.json")
-    p.add_argument("--table1-features", default=None, help="backend of Table 1 (default: the first one found)")
-    p.add_argument("--reference", default="nre_single", help="Table 1 reference estimator")
+    p.add_argument(
+        "--info",
+        default=None,
+        help="study information: JSON or a JSON file (the plan's: display names, units, order, stages, Table 2, seeds,"
+        " reference, Table 1 backends); default: derived from the rows",
+    )
+    p.add_argument(
+        "--table1-features", default=None, help="backend(s) of Table 1, comma-separated, when --info does not name them"
+    )
+    p.add_argument("--reference", default=None, help="Table 1 reference estimator (default: --info's, else the first)")
+    p.add_argument(
+        "--recall-thresholds",
+        default=None,
+        help="JSON [[translation, rotation deg], ...] of the recalls (default [[0.25, 2], [0.5, 5], [5, 10]])",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--map-pictures", type=int, default=0, help="Fig. 4 pictures for this many test pairs")
@@ -35,7 +48,7 @@ def run(args) -> int:
         eval_dir=args.eval_dir,
         out_dir=args.out_dir,
         thresholds=json_option(args.thresholds, "--thresholds"),
-        table1_features=args.table1_features,
+        table1_features=args.table1_features.split(",") if args.table1_features else None,
         reference=args.reference,
         bootstrap=args.bootstrap,
         seed=args.seed,
@@ -46,5 +59,7 @@ def run(args) -> int:
         features=args.features,
         features_options=json_option(args.features_options, "--features-options"),
         max_points=args.max_points,
+        info=info_option(args.info),
+        recall_thresholds=recall_option(args.recall_thresholds),
     )
     return 0

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from nre.commands._args import features_args, json_option, pairs_args, run_args
+from nre.commands._args import features_args, info_option, json_option, pairs_args, run_args
 
 HELP = "measure time and memory per stage and per estimator on a few test pairs (Table 3)"
 
@@ -23,6 +23,7 @@ def add_arguments(p):
     p.add_argument("--maps-dir", default=None, help="map caches <pair_id>.npz (nre maps); default: compute")
     p.add_argument("--merge", nargs="+", default=None, help="merge these timing CSVs into --out (no measurement)")
     p.add_argument("--out", required=True, help="per-pair timings (CSV); Table 3 (table3.*) goes next to it")
+    p.add_argument("--info", default=None, help="with --merge: study information (JSON or file) for display names")
 
 
 def run(args) -> int:
@@ -30,7 +31,7 @@ def run(args) -> int:
     from nre.eval.timing import merge_timings, timing_job
 
     if args.merge:
-        merge_timings(args.merge, args.out)
+        merge_timings(args.merge, args.out, info_option(args.info))
         return 0
     if not (args.pairs and args.root):
         raise OptionError("--pairs and --root are required (unless --merge)")

@@ -385,21 +385,29 @@ def summary(df: pd.DataFrame) -> dict:
     return out
 
 
-def plot_histogram(df: pd.DataFrame, path: str | Path) -> None:
+DISTANCE_AXIS = {
+    "rotation": "viewpoint distance: relative rotation angle (deg)",
+    "axis": "viewpoint distance: angle between the optical axes (deg)",
+    "baseline": "viewpoint distance: baseline / median scene depth (ratio, no unit)",
+}
+
+
+def plot_histogram(df: pd.DataFrame, path: str | Path, distance: str = "rotation") -> None:
+    """Histogram of the pairs' viewpoint distance (``distance``: which one, for the axis label) per category."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
     bins = np.linspace(0, df["distance"].max(), 40)
     for c in CATEGORIES:
         ax.hist(df.loc[df["category"] == c, "distance"], bins=bins, alpha=0.7, label=c)
-    ax.set_xlabel("viewpoint distance")
-    ax.set_ylabel("pairs")
-    ax.legend()
+    ax.set_xlabel(DISTANCE_AXIS.get(distance, f"viewpoint distance ({distance})"))
+    ax.set_ylabel("test pairs")
+    ax.legend(title="category", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -488,7 +496,7 @@ def build_pair_table(
     if image_split is not None:
         summ["image_split"] = image_split
     out.with_suffix(".summary.json").write_text(json.dumps(summ, indent=2))
-    plot_histogram(df[df["split"] == "test"], out.with_suffix(".hist.png"))
+    plot_histogram(df[df["split"] == "test"], out.with_suffix(".hist.png"), distance)
     counts = ", ".join(f"{s}: {v['n_pairs']}" for s, v in summ.items() if s != "image_split")
     log.info("pairs: %s (%d skipped) -> %s", counts or "none", len(skipped), out)
     return summ

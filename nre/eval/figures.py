@@ -12,7 +12,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-STAGE_LABELS = {"p3p": "P3P (MSAC)", "coarse_gnc": "+ coarse GNC", "fine_gnc": "+ fine GNC"}
+from nre.eval.study import STAGE_LABELS, Study, is_repeat, setting_text  # noqa: E402
+
+# 12 colours (tab10 and two more) and 5 line styles: the (colour, style) pairs of up to 60 curves are distinct, and
+# the colours of the first 12
+COLORS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#b8860b",
+]  # fmt: skip
+LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
+ROTATION_AXIS = "rotation error (deg)"
+TRANSLATION_AXIS = "translation error ||t_est - t_gt|| (scene units)"
+
+
+def curve_style(i: int) -> dict:
+    """The i-th curve's colour and line style."""
+    return {"color": COLORS[i % len(COLORS)], "linestyle": LINESTYLES[i % len(LINESTYLES)], "linewidth": 1.6}
 
 
 def _save(fig, stem: Path) -> list[str]:
@@ -20,7 +35,7 @@ def _save(fig, stem: Path) -> list[str]:
     fig.tight_layout()
     out = []
     for ext in (".png", ".pdf"):
-        fig.savefig(stem.with_suffix(ext), dpi=110)
+        fig.savefig(stem.with_suffix(ext), dpi=110, bbox_inches="tight")  # legends outside the axes included
         out.append(str(stem.with_suffix(ext)))
     plt.close(fig)
     return out
@@ -34,27 +49,51 @@ def placeholder(stem, text: str) -> list[str]:
     return _save(fig, Path(stem))
 
 
-def cumulative_curves(curves: dict[str, pd.DataFrame], title: str, stem, rot_max=20.0, trans_max=5.0) -> list[str]:
-    """curves: label -> rows with rotation_error_deg / translation_error. Two panels: rotation, translation."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, d in curves.items():
+def curve_label(key, study: Study | None = None, n_features: int = 2) -> str:
+    """A curve's name: ``label (backend) stage`` of an (estimator, features, stage) key; a string key as it is."""
+    if isinstance(key, str):
+        return key
+    est, feat, stage = key
+    lab = study.label(est) if study is not None else est
+    if feat and n_features > 1:
+        lab += f" ({feat})"
+    st = STAGE_LABELS.get(stage, stage.replace("_", " ")) if stage else ""
+    return f"{lab} {st}" if st else lab
+
+
+def cumulative_curves(
+    curves: dict, title: str, stem, rot_max=20.0, trans_max=5.0, study: Study | None = None
+) -> list[str]:
+    """curves: key -> rows with rotation_error_deg / translation_error, in drawing order; a key is a label or an
+    (estimator, features, stage) tuple (named with ``study``). Two panels, rotation and translation, one colour and
+    line style per curve, one legend outside the axes with each curve's n and median errors."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    handles, labels = [], []
+    n_feats = len({k[1] for k in curves if not isinstance(k, str)})
+    for i, (key, d) in enumerate(curves.items()):
+        meds = []
         for ax, col, xmax in ((axes[0], "rotation_error_deg", rot_max), (axes[1], "translation_error", trans_max)):
             e = np.sort(d[col].to_numpy(dtype=float))
             if len(e) == 0:
                 continue
             xs = np.linspace(0, xmax, 400)
-            med = np.median(e)
-            ax.plot(xs, np.searchsorted(e, xs, side="right") / len(e), label=f"{label} (n={len(e)}, median {med:.2g})")
-    axes[0].set_xlabel("rotation error (deg)")
-    axes[1].set_xlabel("translation error (units)")
+            (h,) = ax.plot(xs, np.searchsorted(e, xs, side="right") / len(e), **curve_style(i))
+            meds.append(np.median(e))
+        if meds:
+            handles.append(h)
+            labels.append(f"{curve_label(key, study, n_feats)} (n={len(d)}, median {meds[0]:.2g} deg / {meds[1]:.2g})")
+    axes[0].set_xlabel(ROTATION_AXIS)
+    axes[1].set_xlabel(TRANSLATION_AXIS)
     for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="lower right")
-        ax.set_ylabel("fraction of pairs below")
+        ax.set_ylabel("fraction of test pairs with error <= x")
         ax.set_ylim(0, 1)
+        ax.set_xlim(0, None)
         ax.grid(alpha=0.3)
-    if not axes[1].get_legend_handles_labels()[0]:
-        axes[1].text(0.5, 0.5, "no rows", ha="center", transform=axes[1].transAxes)
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no rows", ha="center", transform=ax.transAxes)
     fig.suptitle(title)
     return _save(fig, Path(stem))
 
@@ -69,12 +108,20 @@ def _numeric_key(params: list[dict]) -> str | None:
     return best
 
 
-def sweep_plot(rates: pd.DataFrame, selection: pd.DataFrame, metric: str, stem) -> list[str]:
+METRIC_AXIS = {"mean_failure": "mean failure rate over the thresholds"}
+
+
+def sweep_plot(
+    rates: pd.DataFrame, selection: pd.DataFrame, metric: str, stem, study: Study | None = None
+) -> list[str]:
     """Failure rate (metric) vs hyperparameter per estimator (final stage), test and tuning; one line per value of
-    the other hyperparameters; both protocols' choices marked."""
+    the other hyperparameters; both protocols' choices marked; the legend under each panel, off the data."""
+    study = study or Study()
     allc = rates[rates["category"] == "all"]
     groups = []
     for (feat, est), g in allc.groupby(["features", "estimator"]):
+        if is_repeat(est):
+            continue
         sel = selection[(selection["features"] == feat) & (selection["estimator"] == est)]
         stage = sel.iloc[0]["stage"] if not sel.empty else g["stage"].iloc[0]
         g = g[g["stage"] == stage]
@@ -85,42 +132,44 @@ def sweep_plot(rates: pd.DataFrame, selection: pd.DataFrame, metric: str, stem) 
         ax.text(0.5, 0.5, "no swept estimator", ha="center")
         ax.axis("off")
         return _save(fig, Path(stem))
+    groups.sort(key=lambda x: (study.rank(x[0][1]), study.feature_rank(x[0][0])))
     n = len(groups)
     ncol = min(n, 4)
     nrow = (n + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.3 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 4.6 * nrow), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, ((feat, est, stage), g, sel) in zip(axes.flat, groups):
+        units = study.units(est)
         params = [json.loads(p) for p in g["params"]]
         xkey = _numeric_key(params)
-        for split, style in (("test", "o-"), ("tuning", "s--")):
+        for split, (marker, ls) in (("test", ("o", "-")), ("tuning", ("s", "--"))):
             gs = g[g["split"] == split]
             if gs.empty:
                 continue
             ps = [json.loads(p) for p in gs["params"]]
             others = [json.dumps({k: v for k, v in p.items() if k != xkey}, sort_keys=True) for p in ps]
-            for other in sorted(set(others)):
+            for j, other in enumerate(sorted(set(others))):
                 idx = [i for i, o in enumerate(others) if o == other]
-                if xkey is not None:
-                    xs = np.array([ps[i][xkey] for i in idx], dtype=float)
-                else:
-                    xs = np.array(idx, dtype=float)
+                xs = np.array([ps[i][xkey] for i in idx] if xkey is not None else idx, dtype=float)
                 ys = gs[metric].to_numpy()[idx]
                 order = np.argsort(xs, kind="stable")
-                lab = split if other == "{}" else f"{split} {other}"
-                ax.plot(xs[order], ys[order], style, label=lab, ms=4)
+                lab = split if other == "{}" else f"{split}: {setting_text(other, units)}"
+                ax.plot(xs[order], ys[order], marker=marker, ls=ls, color=COLORS[j % len(COLORS)], label=lab, ms=4)
         for proto, color in (("paper", "red"), ("fair", "green")):
             if sel.empty or not str(sel.iloc[0][proto]).startswith("{"):  # FAIR_NA: no fair choice to mark
                 continue
             p = json.loads(sel.iloc[0][proto])
             if xkey is not None and xkey in p:
-                ax.axvline(p[xkey], color=color, ls=":", label=f"{proto} choice {json.dumps(p, sort_keys=True)}")
-        ax.set_title(f"{est}{' ' + stage if stage else ''} ({feat})", fontsize=9)
-        ax.set_xlabel(xkey or "setting")
-        ax.set_ylabel(metric)
+                lab = f"{proto} protocol's choice: {setting_text(p, units)}"
+                ax.axvline(p[xkey], color=color, ls=":", lw=1.5, label=lab)
+        name = study.label(est) + (f" {STAGE_LABELS.get(stage, stage)}" if stage else "")
+        ax.set_title(f"{name} ({feat})", fontsize=9)
+        unit = units.get(xkey or "", "")
+        ax.set_xlabel(f"{xkey} ({unit})" if xkey and unit else (xkey or "setting"))
+        ax.set_ylabel(METRIC_AXIS.get(metric, f"failure rate {metric}") + " (lower is better)", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     return _save(fig, Path(stem))
 
 
@@ -208,12 +257,14 @@ def inlier_plot(per_pair: pd.DataFrame, stem) -> list[str]:
         ax.axis("off")
         return _save(fig, Path(stem))
     bins = np.linspace(0, 1, 21)
-    for cat in ("easy", "medium", "hard"):
+    for i, cat in enumerate(("easy", "medium", "hard")):
         v = d.loc[(d["category"] == cat) & (d["split"] == "test"), "inlier_ratio"].to_numpy(dtype=float)
         if len(v):
-            ax.hist(v, bins=bins, histtype="step", lw=1.5, label=f"{cat} (median {np.median(v):.2f}, n={len(v)})")
-    ax.set_xlabel("inlier ratio of the argmax matches (test pairs)")
-    ax.set_ylabel("pairs")
-    ax.legend(fontsize=7)
+            st = curve_style(i)
+            ax.hist(v, bins=bins, histtype="step", lw=1.5, ls=st["linestyle"], color=st["color"],
+                    label=f"{cat} (median {np.median(v):.2f}, n={len(v)})")  # fmt: skip
+    ax.set_xlabel("inlier ratio: fraction of argmax matches within the oracle radius of the truth")
+    ax.set_ylabel("test pairs")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.grid(alpha=0.3)
     return _save(fig, Path(stem))

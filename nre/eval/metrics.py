@@ -5,13 +5,19 @@ A failed estimate has infinite error, never a dropped row. A "variant" is one (f
 
 Selection of each estimator's hyperparameter: one metric (default ``mean_failure``: the mean of the six failure
 rates over all categories; any single rate column such as ``R>10deg`` can be chosen instead), computed on the final
-stage of the estimator (``fine_gnc`` for nre_c2f, the only stage otherwise) and applied to all its stages, so that an
-ablation compares stages of one setting. Two protocols side by side:
+stage of the estimator (its last declared stage, from the study info or the rows: ``nre.eval.study``; the only stage
+of a single-stage estimator) and applied to all its stages, so that an ablation compares stages of one setting.
+Repeats of a randomised estimator (rows ``<key>@<k>``) take no part: they are evaluated at their base key's choice.
+Two protocols side by side:
 - ``paper``: the best setting on the test pairs (what the paper did);
 - ``fair``: the best setting on the tuning split, applied once to the test pairs. Without tuning rows (a run
   with ``pairs.n_tuning: 0``) it never falls back to the test pairs: an estimator with one setting keeps it (nothing
   is chosen), any other gets ``FAIR_NA`` and its fair Table 1 rows say so (``fair_basis`` records which).
 Ties go to the first setting in the sorted ``params`` JSON, so the choice is deterministic.
+
+Besides the failure rates: recall at combined (translation, rotation) thresholds (``recall``, visuallocalization.net's
+(0.25, 2 deg), (0.5, 5 deg), (5, 10 deg) by default), the share of queries with an estimate (``success``), median
+errors and the AUC of the cumulative error curves (``auc``).
 
 The tables built from these (Table 1, 2, summary) live in ``nre.eval.tables``; the figures in ``nre.eval.figures``.
 """
@@ -25,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nre.eval.study import Study, is_repeat, stage_order
+
 CATEGORIES = ("easy", "medium", "hard")
 DEFAULT_THRESHOLDS = {"rotation_deg": [2.0, 5.0, 10.0], "translation": [0.25, 1.0, 5.0]}
+DEFAULT_RECALL = [[0.25, 2.0], [0.5, 5.0], [5.0, 10.0]]  # (translation, rotation deg): visuallocalization.net's
 KEYS = ["features", "estimator", "params", "stage"]
-FINAL_STAGES = ("", "fine_gnc")  # the stage an estimator's result is judged on (single-stage estimators: "")
-STAGE_ORDER = {"p3p": 0, "coarse_gnc": 1, "fine_gnc": 2}
 FAIR_NA = "n/a: no tuning pairs"  # the fair choice of a swept estimator when the run has no tuning split
 
 
@@ -69,23 +76,50 @@ def failure_rates(df: pd.DataFrame, thresholds: dict, by=("split", "category")) 
     return res
 
 
-def final_stage(stages) -> str:
-    """The stage an estimator is judged on: "" or fine_gnc when present, else the latest known stage."""
-    stages = list(stages)
-    for s in FINAL_STAGES:
-        if s in stages:
-            return s
-    return sorted(stages, key=lambda s: (STAGE_ORDER.get(s, -1), s))[-1]
+def recall_columns(recall_thresholds) -> list[tuple[str, float, float]]:
+    """(column name, translation threshold, rotation threshold in deg) of each combined threshold."""
+    return [(f"recall@{float(t):g}/{float(r):g}deg", float(t), float(r)) for t, r in recall_thresholds]
 
 
-def select(rates: pd.DataFrame, metric: str = "mean_failure") -> pd.DataFrame:
-    """The chosen params per (features, estimator) under both protocols (selected on the final stage)."""
+def recall(df: pd.DataFrame, t_max: float, r_max: float) -> float:
+    """The share of rows whose translation error is at most ``t_max`` and rotation error at most ``r_max`` deg
+    (a failure has infinite errors, so it is never recalled)."""
+    if len(df) == 0:
+        return np.nan
+    t = df["translation_error"].to_numpy(dtype=float)
+    r = df["rotation_error_deg"].to_numpy(dtype=float)
+    ok = (t <= t_max) & (r <= r_max)
+    return float(ok.mean())
+
+
+def success(df: pd.DataFrame) -> float:
+    """The share of rows (queries) with an estimate, right or wrong."""
+    return float(df["success"].astype(bool).mean()) if len(df) else np.nan
+
+
+def final_stages(df: pd.DataFrame, study=None) -> dict[str, str]:
+    """Per estimator label (repeats too): the stage it is judged on, from ``study`` (``nre.eval.study.Study``) or,
+    without it, the last stage its rows give (the runner writes an estimator's stages in their declared order)."""
+    study = study or Study.fallback(df)
+    present = stage_order(df)
+    return {e: study.final_stage(e, st) for e, st in present.items()}
+
+
+def select(rates: pd.DataFrame, metric: str = "mean_failure", final: dict[str, str] | None = None) -> pd.DataFrame:
+    """The chosen params per (features, estimator) under both protocols, selected on the final stage: ``final``
+    maps an estimator to it (``final_stages``); a single-stage estimator needs no entry, a multi-stage one without
+    an entry is an error (its stages' order is not in the rates). Repeats (``<key>@<k>``) are left out."""
     if metric not in rates.columns:
         raise ValueError(f"selection metric {metric!r} is not a rate column (have {list(rates.columns)})")
-    allc = rates[rates["category"] == "all"]
+    allc = rates[(rates["category"] == "all") & ~rates["estimator"].astype(str).map(is_repeat)]
     rows = []
     for (feat, est), g in allc.groupby(["features", "estimator"], sort=True):
-        stage = final_stage(g["stage"].unique())
+        stages = list(g["stage"].unique())
+        stage = (final or {}).get(est)
+        if stage not in stages:  # without a final stage: the unstaged result, else the only stage
+            if "" not in stages and len(stages) > 1:
+                raise ValueError(f"{est}: stages {sorted(stages)} and no final stage given (pass final_stages(rows))")
+            stage = "" if "" in stages else stages[0]
         g = g[g["stage"] == stage]
         test = g[g["split"] == "test"].sort_values([metric, "params"], kind="stable")
         tun = g[g["split"] == "tuning"].sort_values([metric, "params"], kind="stable")
@@ -134,10 +168,12 @@ def select(rates: pd.DataFrame, metric: str = "mean_failure") -> pd.DataFrame:
     )
 
 
-def selected_rows(df: pd.DataFrame, sel: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """Rows of every stage of each (features, estimator) at its selected params."""
-    keep = sel[["features", "estimator", protocol]].rename(columns={protocol: "params"})
-    return df.merge(keep, on=["features", "estimator", "params"])
+def selected_rows(df: pd.DataFrame, sel: pd.DataFrame, protocol: str, final_only: bool = False) -> pd.DataFrame:
+    """Rows of every stage (``final_only``: of the final stage the selection was made on) of each (features,
+    estimator) at its selected params."""
+    cols = ["features", "estimator", protocol] + (["stage"] if final_only else [])
+    keep = sel[cols].rename(columns={protocol: "params"})
+    return df.merge(keep, on=[c if c != protocol else "params" for c in cols])
 
 
 def bootstrap_ci(fail: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -200,11 +236,29 @@ def _diag(series: pd.Series) -> list[dict]:
     return [json.loads(s) if isinstance(s, str) and s else {} for s in series]
 
 
+def _carrying(df: pd.DataFrame, *keys: str) -> pd.DataFrame:
+    """Rows whose diagnostics name every key of ``keys`` (a cheap text test, parsed later)."""
+    if "diagnostics" not in df.columns or df.empty:
+        return df.iloc[:0]
+    text = df["diagnostics"].fillna("").astype(str)
+    m = np.ones(len(df), dtype=bool)
+    for k in keys:
+        m &= text.str.contains(f'"{k}"', regex=False).to_numpy()
+    return df[m]
+
+
+def _inlier_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (features, pair) of an estimator whose diagnostics carry the maps' ``inlier_ratio`` (the oracle's:
+    a property of the maps, not of the estimator)."""
+    d = _carrying(df[~df["estimator"].astype(str).map(is_repeat)], "inlier_ratio")
+    return d.drop_duplicates(["features", "pair_id"])
+
+
 def inlier_ratios(df: pd.DataFrame) -> pd.DataFrame:
     """Per category: the fraction of argmax matches within the oracle radius of the true reprojection (from the
-    oracle's per-pair diagnostics): how hard the maps make each category, independently of any estimator."""
-    d = df[(df["estimator"] == "oracle") & (df["stage"] == "")]
-    d = d.drop_duplicates(["features", "pair_id"])
+    diagnostics that carry ``inlier_ratio``, the oracle's): how hard the maps make each category, independently of
+    any estimator."""
+    d = _inlier_rows(df)
     vals = [x.get("inlier_ratio") for x in _diag(d["diagnostics"])]
     t = d[["features", "split", "category"]].assign(inlier_ratio=pd.to_numeric(pd.Series(vals, index=d.index)))
     t = t.dropna(subset=["inlier_ratio"])
@@ -219,15 +273,17 @@ def inlier_ratios(df: pd.DataFrame) -> pd.DataFrame:
 
 def per_pair_inliers(df: pd.DataFrame) -> pd.DataFrame:
     """pair_id, features, inlier_ratio of the argmax matches (oracle diagnostics), for per-pair plots."""
-    d = df[(df["estimator"] == "oracle") & (df["stage"] == "")].drop_duplicates(["features", "pair_id"])
+    d = _inlier_rows(df)
     vals = [x.get("inlier_ratio") for x in _diag(d["diagnostics"])]
     return d[["features", "pair_id", "split", "category"]].assign(inlier_ratio=pd.to_numeric(pd.Series(vals)).values)
 
 
 def cost_diagnostics(df: pd.DataFrame) -> pd.DataFrame:
-    """NRE cost at the estimate vs at the ground truth: truth cheaper than the estimate is an optimiser failure
-    (the objective was right, the search missed it); estimate cheaper and wrong is an objective failure."""
-    d = df[df["estimator"].isin(["nre_c2f", "nre_single", "re_gauss"]) & df["success"].astype(bool)]
+    """Cost at the estimate vs at the ground truth, for every estimator whose diagnostics carry ``cost`` and
+    ``cost_at_truth`` (the NRE estimators and RE minimising Eq. 11 today): truth cheaper than the estimate is an
+    optimiser failure (the objective was right, the search missed it); estimate cheaper and wrong is an objective
+    failure."""
+    d = _carrying(df[df["success"].astype(bool)], "cost", "cost_at_truth")
     diags = _diag(d["diagnostics"])
     out = d[["pair_id", "features", "estimator", "stage", "params", "split", "category", "rotation_error_deg"]].copy()
     out["cost"] = pd.to_numeric(pd.Series([x.get("cost") for x in diags], index=d.index))
@@ -347,8 +403,8 @@ def truth_comparison(df: pd.DataFrame, sel: pd.DataFrame, thresholds: dict, prot
     SfM ground truth (the benchmark's) next to the same against the renderer's truth."""
     if "rotation_error_truth_deg" not in df.columns or df["rotation_error_truth_deg"].isna().all():
         return pd.DataFrame(columns=["features", "estimator", "category", "n"])
-    d = selected_rows(df[df["split"] == "test"], sel, protocol)
-    d = d[d["stage"].isin(FINAL_STAGES) & d["rotation_error_truth_deg"].notna()]
+    d = selected_rows(df[df["split"] == "test"], sel, protocol, final_only=True)
+    d = d[d["rotation_error_truth_deg"].notna()]
     d = pd.concat([d, d.assign(category="all")])
     rows = []
     for (feat, est, cat), g in d.groupby(["features", "estimator", "category"], sort=True):

@@ -217,19 +217,31 @@ def timing_job(
     return t3
 
 
-def merge_timings(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
-    """Concatenate the timing CSVs of several jobs into ``out`` and write Table 3 next to it; return Table 3."""
+def merge_timings(paths: list[str | Path], out: str | Path, info=None) -> pd.DataFrame:
+    """Concatenate the timing CSVs of several jobs into ``out`` and write Table 3 next to it (``info``: the study
+    information, for the estimators' display names); return Table 3."""
     frames = [pd.read_csv(f, dtype={"pair_id": str}) for f in paths]
-    return write_timings(pd.concat(frames, ignore_index=True), out)
+    return write_timings(pd.concat(frames, ignore_index=True), out, info)
 
 
-def write_timings(timings: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Per-pair timings to ``out`` (CSV), Table 3 to ``table3.{md,tex,csv}`` beside it (logged)."""
+def table3_display(t3: pd.DataFrame, info=None) -> pd.DataFrame:
+    """Table 3 for people: ``estimator <display name>`` rows (the CSV keeps the keys)."""
+    from nre.eval.study import Study
+
+    study = Study.load(info)
+    names = [
+        f"estimator {study.label(s[len('estimator ') :])}" if s.startswith("estimator ") else s for s in t3["stage"]
+    ]
+    return t3.assign(stage=names)
+
+
+def write_timings(timings: pd.DataFrame, out: str | Path, info=None) -> pd.DataFrame:
+    """Per-pair timings to ``out`` (CSV), Table 3 to ``table3.{csv,md,tex,html}`` beside it (logged)."""
     from nre.eval.tables import write_table
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     timings.to_csv(out, index=False)
     t3 = table3(timings)
-    write_table(t3, Path(out).with_name("table3"))
+    write_table(t3, Path(out).with_name("table3"), display=table3_display(t3, info), title="Table 3")
     log.info("Table 3 (%s):\n%s", Path(out).with_name("table3.md"), t3.to_string(index=False))
     return t3

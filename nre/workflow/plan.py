@@ -25,7 +25,9 @@ from pathlib import Path
 
 TABLE2_CLASSES = ("nre_c2f",)  # estimators compared across feature backends (Table 2, Fig. 5)
 REFERENCE_CLASS = "nre_single"  # Table 1's reference row unless the config names one
-OPERATIONAL_KEYS = ("name", "out", "chunks", "regress", "timing", "figures", "train")  # change no result
+# change no result that a reference is checked on (recall_thresholds: more summary columns from the same rows; the
+# regression check compares failure rates, medians and AUCs)
+OPERATIONAL_KEYS = ("name", "out", "chunks", "regress", "timing", "figures", "train", "recall_thresholds")
 
 
 def jdump(obj) -> str:
@@ -176,11 +178,15 @@ class Plan:
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def info(self) -> dict:
-        """What the tables, figures and report need about the study: each estimator's display name, parameter
-        units, final stage and Table 2 membership, the reference and the Table 1 backend."""
+        """What the tables, figures and report need about the study (``nre tables --info``, read by
+        ``nre.eval.study.Study``): each estimator's display name, parameter units, class, stages, final stage, Table 2
+        membership and seeds, the reference, the Table 1 backends, and the configured order of the estimators and
+        backends (``order``, ``features``: the JSON's keys are sorted)."""
         return {
             "reference": self.reference,
             "table1_features": self.table1,
+            "features": list(self.features),
+            "order": list(self.estimators),
             "estimators": {
                 k: {
                     "label": e.label,

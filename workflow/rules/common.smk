@@ -30,6 +30,10 @@ elif CALIB:
 else:
     SCENES = []
 TRAIN_SCENES = f"{ROOT}/train/scenes.yaml" if config["data"]["synth"] else []
+INFO = PLAN.info_json()  # what the evaluation knows about the study: names, units, order, stages, Table 2, seeds
+# the Markdown tables of rule tables besides Table 1 (each also as .csv, .tex and .html)
+TABLES = ["table1_fair", "table2", "summary", "headline", "seeds", "failure_reasons", "cost_summary", "truth_comparison"]
+TABLES += [f"table1_{p}_{f}" for f in PLAN.table1[1:] for p in ("paper", "fair")]
 TIMING = PLAN.timing_enabled
 TIMED = PLAN.timed  # estimators timed for Table 3, at their default setting
 

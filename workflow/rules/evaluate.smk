@@ -11,13 +11,14 @@ rule evaluate:
         outdir=lambda w, output: os.path.dirname(output.rates),
         thr=jdump(config["thresholds"]),
         root=lambda w: ROOT,
+        info=INFO,
     log:
         f"{OUT}/logs/evaluate.log",
     conda:
         ENV
     shell:
         "nre evaluate --rows {input.rows:q} --pairs {input.pairs:q} --root {params.root:q} --out-dir {params.outdir:q}"
-        " --thresholds {params.thr:q} > {log:q} 2>&1"
+        " --thresholds {params.thr:q} --info {params.info:q} > {log:q} 2>&1"
 
 
 rule select:
@@ -25,34 +26,47 @@ rule select:
     input:
         rates=f"{EVAL}/failure_rates.csv",
     output:
-        report(f"{EVAL}/selection.md", caption="../report/selection.rst", category="Tables"),
+        md=f"{EVAL}/selection.md",
+        html=report(f"{EVAL}/selection.html", caption="../report/selection.rst", category="Tables"),
         csv=f"{EVAL}/selection.csv",
     params:
         outdir=lambda w, input: os.path.dirname(input.rates),
         metric=config["selection"]["metric"],
+        info=INFO,
     log:
         f"{OUT}/logs/select.log",
     conda:
         ENV
     shell:
-        "nre evaluate --select --out-dir {params.outdir:q} --metric {params.metric:q} > {log:q} 2>&1"
+        "nre evaluate --select --out-dir {params.outdir:q} --metric {params.metric:q} --info {params.info:q}"
+        " > {log:q} 2>&1"
 
 
 rule tables:
-    """Tables 1-2, summary, diagnostics, Fig. 5 curves, sweep plots."""
+    """Tables 1-2, summary, headline, seeds, diagnostics, Fig. 5 curves, sweep plots. Snakemake's report shows each
+    table's HTML page (it previews HTML, images and PDF; a Markdown file would only be offered for download)."""
     input:
         rows=f"{EVAL}/rows.parquet",
         sel=f"{EVAL}/selection.csv",
         pairs=f"{OUT}/pairs.csv",
     output:
-        table1=report(f"{EVAL}/table1_paper.md", caption="../report/table1.rst", category="Tables"),
-        fair=report(f"{EVAL}/table1_fair.md", caption="../report/table1_fair.rst", category="Tables"),
-        table2=report(f"{EVAL}/table2.md", caption="../report/table2.rst", category="Tables"),
-        summary=report(f"{EVAL}/summary.md", caption="../report/summary.rst", category="Tables"),
-        reasons=report(f"{EVAL}/failure_reasons.md", caption="../report/diagnostics.rst", category="Diagnostics"),
-        cost=report(f"{EVAL}/cost_summary.md", caption="../report/diagnostics.rst", category="Diagnostics"),
+        table1=f"{EVAL}/table1_paper.md",
+        tables=[f"{EVAL}/{t}.md" for t in TABLES],
+        table1_html=report(f"{EVAL}/table1_paper.html", caption="../report/table1.rst", category="Tables"),
+        fair_html=report(f"{EVAL}/table1_fair.html", caption="../report/table1_fair.rst", category="Tables"),
+        more_table1=[
+            report(f"{EVAL}/table1_{p}_{f}.html", caption=f"../report/table1{'' if p == 'paper' else '_fair'}.rst",
+                   category="Tables")
+            for f in PLAN.table1[1:] for p in ("paper", "fair")
+        ],  # fmt: skip
+        headline=report(f"{EVAL}/headline.html", caption="../report/headline.rst", category="Tables"),
+        table2=report(f"{EVAL}/table2.html", caption="../report/table2.rst", category="Tables"),
+        summary=report(f"{EVAL}/summary.html", caption="../report/summary.rst", category="Tables"),
+        seeds=report(f"{EVAL}/seeds.html", caption="../report/seeds.rst", category="Tables"),
+        reasons=report(f"{EVAL}/failure_reasons.html", caption="../report/diagnostics.rst", category="Diagnostics"),
+        cost=report(f"{EVAL}/cost_summary.html", caption="../report/diagnostics.rst", category="Diagnostics"),
         inliers=report(f"{EVAL}/inlier_ratios.png", caption="../report/diagnostics.rst", category="Diagnostics"),
-        truth=report(f"{EVAL}/truth_comparison.md", caption="../report/truth.rst", category="Diagnostics"),
+        truth=report(f"{EVAL}/truth_comparison.html", caption="../report/truth.rst", category="Diagnostics"),
         fig5=report(f"{EVAL}/fig5_ablation_hard.png", caption="../report/fig5.rst", category="Figures"),
         fig5_all=[
             report(f"{EVAL}/fig5_estimators_{cat}.png", caption="../report/fig5.rst", category="Figures")
@@ -60,10 +74,11 @@ rule tables:
         ],
         sweeps=report(f"{EVAL}/sweeps.png", caption="../report/sweeps.rst", category="Figures"),
         summary_csv=f"{EVAL}/summary.csv",
+        study=f"{EVAL}/study.json",
     params:
         evaldir=lambda w, input: os.path.dirname(input.rows),
-        t1=T1,
-        foptions=features_options(T1),
+        info=INFO,
+        recall=jdump(config["recall_thresholds"]),
         boot=config["selection"]["bootstrap"],
         seed=SEED,
     log:
@@ -71,8 +86,8 @@ rule tables:
     conda:
         ENV
     shell:
-        "nre tables --eval-dir {params.evaldir:q} --table1-features {params.t1:q} --bootstrap {params.boot:q}"
-        " --seed {params.seed:q} > {log:q} 2>&1"
+        "nre tables --eval-dir {params.evaldir:q} --info {params.info:q} --recall-thresholds {params.recall:q}"
+        " --bootstrap {params.boot:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 if FIG4:
@@ -172,20 +187,23 @@ rule table3:
         [f"{EVAL}/timing/estimator_{e}.csv" for e in TIMED],
     output:
         timing=f"{EVAL}/timing.csv",
-        table3=report(f"{EVAL}/table3.md", caption="../report/table3.rst", category="Tables"),
+        table3=f"{EVAL}/table3.md",
+        table3_html=report(f"{EVAL}/table3.html", caption="../report/table3.rst", category="Tables"),
+    params:
+        info=INFO,
     log:
         f"{OUT}/logs/table3.log",
     conda:
         ENV
     shell:
-        "nre timing --merge {input:q} --out {output.timing:q} > {log:q} 2>&1"
+        "nre timing --merge {input:q} --out {output.timing:q} --info {params.info:q} > {log:q} 2>&1"
 
 
 rule report_html:
     """The self-contained HTML report of everything above."""
     input:
         table1=f"{EVAL}/table1_paper.md",
-        table3=f"{EVAL}/table3.md" if TIMING else [],
+        table3=f"{EVAL}/table3.html" if TIMING else [],
         fig4=FIG4,
         pairs=f"{OUT}/pairs.csv",
     output:
@@ -193,13 +211,14 @@ rule report_html:
     params:
         evaldir=lambda w, input: os.path.dirname(input.table1),
         name=config["name"],
+        info=INFO,
     log:
         f"{OUT}/logs/report.log",
     conda:
         ENV
     shell:
         "nre report --eval-dir {params.evaldir:q} --pairs {input.pairs:q} --config-name {params.name:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        " --info {params.info:q} > {log:q} 2>&1"
 
 
 rule regress:
