@@ -42,7 +42,7 @@ IMPLS = ("torch", "opencv")
 
 def _separable(x: torch.Tensor, k: torch.Tensor, pad_mode: str) -> torch.Tensor:
     """Convolve (1, C, H, W) with the symmetric 1D kernel k along x then y (same size; replicate or zero padding).
-    OpenCV's separable filter per channel: measured 3-4x faster than torch's depthwise conv2d on CPU (same values
+    OpenCV's separable filter per channel: faster than torch's depthwise conv2d on CPU (same values
     to float32 rounding); float64 inputs (long running sums) and other devices go through torch."""
     if x.dtype == torch.float32 and x.device.type == "cpu":
         import cv2
@@ -107,7 +107,7 @@ def triangle_pool(ch: torch.Tensor, bin_size: float) -> torch.Tensor:
     its spatial bins), zero-padded. A large integer bin uses two running sums per axis (the triangle is the
     convolution of two boxes); other bins a direct separable convolution."""
     b = int(round(bin_size))
-    if abs(bin_size - b) > 1e-9 or b < 12:  # measured: running sums win from ~12 px bins (1.6x at 16 px)
+    if abs(bin_size - b) > 1e-9 or b < 12:  # running sums win for large bins (docs/results-log.md)
         r = int(math.ceil(bin_size))
         t = torch.arange(-r, r + 1, dtype=ch.dtype)
         return _separable(ch[None], torch.clamp(1 - t.abs() / bin_size, min=0), "zeros")[0]

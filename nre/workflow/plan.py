@@ -144,6 +144,12 @@ class Plan:
         self.timed = [e for e in (timing["estimators"] or self.estimators) if e in self.estimators]
         self.map_pictures = int(config["figures"]["map_pictures"])
 
+    def source_seed(self, source: str) -> int:
+        """The seed of a scene source's job (``data.synth`` / ``sfm`` / ``calibrated``): its own ``seed`` if set,
+        else the config's."""
+        spec = self.config["data"].get(source) or {}
+        return int(spec.get("seed", self.seed))
+
     # ------------------------------------------------------------------------------------------------ jobs
     @property
     def jobs(self) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ SFM = config["data"]["sfm"]  # {images, scene, ...}: the scene is reconstructed 
 SFM_SCENE = sfm_scene(config)
 # {format: strecha, root, ...} or {format: colmap, images, model, scene, ...}: photographs with known cameras,
 # triangulated at the fixed poses into ROOT/<scene> (rule calibrated_scene); the scenes are listed at parse time
-CALIB = config["data"].get("calibrated")
+CALIB = config["data"]["calibrated"]
 CALIB_SCENES = calibrated_scenes(config) if CALIB else []
 if config["data"]["synth"]:
     SCENES = f"{ROOT}/scenes.yaml"

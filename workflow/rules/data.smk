@@ -7,7 +7,7 @@ if config["data"]["synth"]:
         params:
             root=lambda w, output: os.path.dirname(output[0]),
             preset=config["data"]["synth"]["preset"],
-            seed=config["data"]["synth"].get("seed", SEED),
+            seed=PLAN.source_seed("synth"),
         log:
             f"{OUT}/logs/scenes.log",
         conda:
@@ -23,7 +23,7 @@ if config["data"]["synth"]:
         params:
             root=lambda w, output: os.path.dirname(output[0]),
             preset=config["data"]["synth"]["preset"],
-            seed=config["data"]["synth"].get("seed", SEED),
+            seed=PLAN.source_seed("synth"),
         log:
             f"{OUT}/logs/train_scenes.log",
         conda:
@@ -45,14 +45,14 @@ if SFM:
             images=SFM["images"],
             root=lambda w: ROOT,
             scene=SFM_SCENE,
-            seed=SFM.get("seed", SEED),
+            seed=PLAN.source_seed("sfm"),
             extra=[
                 w
                 for k, v in sorted(SFM.items())
                 if k in ("camera_model", "max_image_size", "max_features", "min_registered")
                 for w in (f"--{k.replace('_', '-')}", str(v))
             ],
-        threads: SFM.get("threads", 1)
+        threads: SFM["threads"]
         log:
             f"{OUT}/logs/sfm.log",
         conda:
@@ -81,7 +81,7 @@ if CALIB:
             ),
             root=lambda w: ROOT,
             select=lambda w: ["--scenes" if CALIB["format"] == "strecha" else "--scene", w.scene],
-            seed=CALIB.get("seed", SEED),
+            seed=PLAN.source_seed("calibrated"),
             extra=[
                 w
                 for k, flag in (
@@ -94,7 +94,7 @@ if CALIB:
                 if k in CALIB
                 for w in (flag, str(CALIB[k]))
             ],
-        threads: CALIB.get("threads", 1)
+        threads: CALIB["threads"]
         log:
             f"{OUT}/logs/scene_{{scene}}.log",
         conda:
