@@ -94,7 +94,7 @@ def test_options_and_grids_from_the_command_line_and_a_config(tmp_path):
     with pytest.raises(ConfigError, match=r"cfg.yaml: estimators.x.class: unknown estimator 'lo_ransac_poselb'"):
         read_config(cfg)
     cfg.write_text("estimators: [unclosed")
-    with pytest.raises(FileFormatError, match="cfg.yaml: not a YAML config"):
+    with pytest.raises(ConfigError, match="cfg.yaml: not valid YAML"):
         read_config(cfg)
 
 

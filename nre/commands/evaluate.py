@@ -17,9 +17,7 @@ def add_arguments(p):
     p.add_argument("--root", default=None, help="scene root (scenes with a truth/ model get renderer-truth errors)")
     p.add_argument("--select", action="store_true", help="select hyperparameters from OUT_DIR/failure_rates.csv")
     p.add_argument("--metric", default="mean_failure", help="selection metric: mean_failure or a rate column")
-    p.add_argument(
-        "--info", default=None, help="study information (JSON or file): display names, order, final stages (--select)"
-    )
+    p.add_argument("--info", default=None, help="study information (JSON or file): display names, order, final stages")
 
 
 def run(args) -> int:

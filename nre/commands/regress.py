@@ -11,7 +11,9 @@ HELP = "check results against the committed reference within tolerance (--update
 def add_arguments(p):
     p.add_argument("--reference", help="reference folder, e.g. results/quick")
     p.add_argument("--current", help="evaluation folder of the run, e.g. work/quick/eval")
-    p.add_argument("--config", help="the config file the reference was made from (its hash must match)")
+    p.add_argument(
+        "--config", nargs="+", help="the config file(s) of the run, layered in order (their study digest must match)"
+    )
     p.add_argument("--pairs", help="pair table of the run (checked against the reference's; needed by --update)")
     p.add_argument("--abs-tol", type=float, default=None, help="absolute tolerance of a failure rate")
     p.add_argument("--pairs-tol", type=float, default=None, help="pairs allowed to flip per rate cell (default 1)")

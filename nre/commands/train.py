@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nre.commands._args import named_json
 
-HELP = "train the compact NRE networks with the NRE loss (Eq. 10) / calibrate the dsift temperature / compare"
+HELP = "train the compact NRE networks with the NRE loss (Eq. 10) / calibrate a temperature / compare backends"
 
 
 def add_arguments(p):

@@ -43,24 +43,35 @@ def select_estimators(names: list[str]) -> list[str]:
     return [n for n, cls in registry.available().items() if n not in NOT_IN_ALL and set(cls.needs) <= PROVIDED]
 
 
-def read_config(path: str | Path) -> dict:
-    """The ``estimators:`` and ``features:`` (and ``table1_features``) of a workflow config file, checked: an unknown
-    estimator class, option or grid value is a ``ConfigError`` naming the file and key."""
-    import yaml
+def read_config(path) -> dict:
+    """The ``estimators:`` and ``features:`` (and the primary Table 1 backend) of a workflow config file, or of
+    several layered in order, as the workflow resolves them: duplicate keys refused, presets folded into the
+    options, an unknown estimator class, option, preset or grid value a ``ConfigError`` naming the file and key."""
+    from nre.workflow.config import ConfigError, estimator_problems, load_config
+    from nre.workflow.plan import estimator_entry, features_options
 
-    from nre.workflow.config import ConfigError, estimator_problems
-
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    for p in paths:
+        if Path(p).is_dir():
+            raise FileFormatError(f"{p}: is a directory, not a config file (YAML)")
     try:
-        cfg = yaml.safe_load(Path(path).read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise FileFormatError(f"{path}: not a YAML config ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("estimators") or {}, dict):
-        raise FileFormatError(f"{path}: not a workflow config (no estimators: mapping)")
+        cfg = load_config(paths)
+    except UnicodeDecodeError as e:
+        raise FileFormatError(f"{paths[-1]}: not a YAML config ({e})") from None
+    where = " + ".join(map(str, paths))
+    if not isinstance(cfg.get("estimators") or {}, dict):
+        raise FileFormatError(f"{where}: not a workflow config (no estimators: mapping)")
     ests = {k: dict(v or {}) for k, v in (cfg.get("estimators") or {}).items()}
     problems = estimator_problems(ests)
     if problems:
-        raise ConfigError(f"{path}: {problems[0][0]}: {problems[0][1]}")
-    return {"estimators": ests, "features": cfg.get("features") or {}, "table1_features": cfg.get("table1_features")}
+        raise ConfigError(f"{where}: {problems[0][0]}: {problems[0][1]}")
+    resolved = {}
+    for k, v in ests.items():
+        e = estimator_entry(k, v)
+        resolved[k] = {"class": e.cls, "grid": e.grid, "options": e.options}
+    feats = {k: {"options": features_options(k, v)} for k, v in (cfg.get("features") or {}).items()}
+    t1 = cfg.get("table1_features")
+    return {"estimators": resolved, "features": feats, "table1_features": t1[0] if isinstance(t1, list) else t1}
 
 
 def choose(
@@ -85,7 +96,7 @@ def choose(
     for label in names:
         entry = entries.get(label, {})
         opts = {**(entry.get("options") or {}), **(options or {}).get(label, {})}
-        g = (grid or {}).get(label, entry.get("grid"))
+        g = (grid or {}).get(label) or entry.get("grid")
         out.append(configure(entry.get("class", label), options=opts, grid=g, label=label))
     return out
 

@@ -4,7 +4,7 @@
 | --- | --- |
 | pair_id, scene, category, split | from the pair table |
 | features | feature backend of the maps |
-| estimator | registered name |
+| estimator | the config key of the estimator (its registered name by default; `<key>@<k>` for repeat k) |
 | params | hyperparameter setting as JSON (sorted keys) |
 | stage | stage name for multi-stage estimators (nre_c2f: p3p, coarse_gnc, fine_gnc), else "" |
 | success, failure_reason | a failure keeps its row, with infinite errors |

@@ -505,7 +505,7 @@ def regress(
     *,
     reference: str | Path,
     current: str | Path,
-    config: str | Path,
+    config: str | Path | list,
     pairs: str | Path | None = None,
     abs_tol: float | None = None,
     pairs_tol: float | None = None,
@@ -514,8 +514,9 @@ def regress(
 ) -> tuple[bool, str]:
     """``check`` as a verdict text (``OK: ...`` or ``REGRESSION: ...``), also written to ``out`` when given. A
     missing config file or evaluation folder is an error (FileNotFoundError), not a verdict."""
-    if not Path(config).is_file():
-        raise FileNotFoundError(errno.ENOENT, "no such config file", str(config))
+    for c in [config] if isinstance(config, (str, Path)) else config:
+        if not Path(c).is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such config file", str(c))
     if not Path(current).is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such evaluation folder", str(current))
     ok, msg = check(reference, current, config, abs_tol, pairs_tol, pairs, tolerances)

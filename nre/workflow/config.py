@@ -309,13 +309,17 @@ SCENE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
 
 
 def sfm_scene(config: dict) -> str | None:
-    """The scene name of a ``data.sfm`` config (its ``scene``, else the photographs folder's name)."""
+    """The scene name of a ``data.sfm`` config: its ``scene``, else the photographs folder's name (its parent's when
+    the folder is called ``images``, as ``nre sfm`` names it)."""
     import os
 
     sfm = config["data"].get("sfm")
     if not sfm:
         return None
-    return sfm.get("scene") or os.path.basename(os.path.normpath(sfm["images"]))
+    if sfm.get("scene"):
+        return sfm["scene"]
+    images = Path(os.path.normpath(sfm["images"]))  # as `nre sfm` names it (nre.data.reconstruct)
+    return images.parent.name if images.name == "images" else images.name
 
 
 def calibrated_scenes(config: dict) -> list[str]:

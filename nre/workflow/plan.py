@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TABLE2_CLASSES = ("nre_c2f",)  # estimators compared across feature backends (Table 2, Fig. 5)
-REFERENCE_CLASS = "nre_single"  # Table 1's reference row unless the config names one
+REFERENCE_CLASS = "nre_single"  # Table 1's reference row: the first entry of this class (else the first entry)
 # change no result that a reference is checked on (recall_thresholds: more summary columns from the same rows; the
 # regression check compares failure rates, medians and AUCs)
 OPERATIONAL_KEYS = ("name", "out", "chunks", "regress", "timing", "figures", "train", "recall_thresholds")

@@ -151,7 +151,7 @@ rule timing_stages:
 
 
 rule timing_estimator:
-    """Table 3, one estimator at its first setting on the same pairs and on the run's cached maps (what nre estimate
+    """Table 3, one estimator at its default setting on the same pairs and on the run's cached maps (what nre estimate
     reads), alone (every core)."""
     input:
         SCENES,
@@ -232,11 +232,11 @@ rule regress:
     params:
         ref=f"results/{config['name']}",
         evaldir=lambda w, input: os.path.dirname(input.rates),
-        configfile=workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml",
+        configfiles=[str(f) for f in workflow.configfiles] or ["config/config.yaml"],  # layered in order
     log:
         f"{OUT}/logs/regress.log",
     conda:
         ENV
     shell:
-        "nre regress --reference {params.ref:q} --current {params.evaldir:q} --config {params.configfile:q}"
+        "nre regress --reference {params.ref:q} --current {params.evaldir:q} --config {params.configfiles:q}"
         " --pairs {input.pairs:q} --out {output:q} > {log:q} 2>&1"
