@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from helpers import REPO, THR, make_rows
 
 from nre.cli import main
@@ -317,3 +318,19 @@ def test_pair_table_compared_by_content_not_bytes(tmp_path):
     ):
         change(pairs).to_csv(tmp_path / f"{name}.csv", index=False)
         assert pair_table_difference(ref, tmp_path / f"{name}.csv"), name
+
+
+def test_the_study_of_layered_config_files(tmp_path):
+    """A run of `--configfile config/config.yaml my.yaml` is checked against the study the layered files describe."""
+    from nre.reference.regress import study_hash
+
+    extra = tmp_path / "my.yaml"
+    extra.write_text("estimators:\n  lo_ransac_poselib: {grid: {threshold: [4]}}\n")
+    merged = tmp_path / "merged.yaml"
+    base = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
+    base["estimators"]["lo_ransac_poselib"] = {"grid": {"threshold": [4]}, "seeds": 3}
+    merged.write_text(yaml.safe_dump(base))
+    layered = study_hash([REPO / "config" / "quick.yaml", extra])
+    assert layered != study_hash(REPO / "config" / "quick.yaml")
+    extra.write_text("estimators:\n  lo_ransac_poselib: {grid: {threshold: [4]}}\n")
+    assert layered == study_hash(merged)  # layering merges mappings key by key: seeds: 3 stays

@@ -476,7 +476,10 @@ def update(reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = 
     MAX_FULL_ROWS_MB, else errors (the embedded default's 3300 pairs x ~70 rows)."""
     if rows not in ("auto", "full", "errors"):
         raise OptionError(f"rows must be auto, full or errors, got {rows!r}")
-    for f in (Path(current_eval_dir) / "failure_rates.csv", Path(config_path), Path(pairs_csv)):
+    configs = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
+    if len(configs) == 1:
+        config_path = configs[0]  # the provenance names the one file, as the staleness test reads it
+    for f in (Path(current_eval_dir) / "failure_rates.csv", *map(Path, configs), Path(pairs_csv)):
         if not f.is_file():  # checked before the old reference is removed
             raise FileNotFoundError(errno.ENOENT, "missing (the reference is left as it is)", str(f))
     ref = Path(reference_dir)
