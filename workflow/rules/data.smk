@@ -8,13 +8,14 @@ if config["data"]["synth"]:
             root=lambda w, output: os.path.dirname(output[0]),
             preset=config["data"]["synth"]["preset"],
             seed=PLAN.source_seed("synth"),
+        threads: ALL_CORES  # scenes render in parallel (nre synth --jobs)
         log:
             f"{OUT}/logs/scenes.log",
         conda:
             ENV
         shell:
             "nre synth --out {params.root:q} --preset {params.preset:q} --seed {params.seed:q} --splits tuning test"
-            " > {log:q} 2>&1"
+            " --jobs {threads} > {log:q} 2>&1"
 
     rule train_scenes:
         """The embedded default's training scenes, in their own root ROOT/train: only the `train` target needs them."""
@@ -24,13 +25,14 @@ if config["data"]["synth"]:
             root=lambda w, output: os.path.dirname(output[0]),
             preset=config["data"]["synth"]["preset"],
             seed=PLAN.source_seed("synth"),
+        threads: ALL_CORES
         log:
             f"{OUT}/logs/train_scenes.log",
         conda:
             ENV
         shell:
             "nre synth --out {params.root:q} --preset {params.preset:q} --seed {params.seed:q} --splits train"
-            " > {log:q} 2>&1"
+            " --jobs {threads} > {log:q} 2>&1"
 
 
 if SFM:
