@@ -10,7 +10,6 @@ the hard pairs, the estimator at the setting chosen on the test pairs (the paper
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -23,9 +22,9 @@ RE = {"re_gauss", "lo_ransac_poselib", "lo_ransac_pycolmap", "lo_ransac_opencv",
 
 
 def table1(ref: Path, backend: str) -> pd.DataFrame:
-    info = json.loads((ref / "study.json").read_text()) if (ref / "study.json").exists() else {}
-    first = (info.get("table1_features") or [backend])[0]
-    f = ref / ("table1_paper.csv" if backend == first else f"table1_paper_{backend}.csv")
+    f = ref / f"table1_paper_{backend}.csv"
+    if not f.exists():  # the first Table 1 backend's table carries no suffix
+        f = ref / "table1_paper.csv"
     t = pd.read_csv(f, dtype={"params": str})
     return t[t["category"] == "hard"].set_index("estimator")
 
