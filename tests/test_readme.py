@@ -72,3 +72,16 @@ def test_its_config_file_layers_on_the_default(example, tmp_path):
     new = set(plan.rows_files()) - set(base.rows_files())
     assert new and all("/epnp_ransac/" in f for f in new)
     assert plan.out == base.out  # the default's run folder: its pairs, maps and rows are reused
+
+
+def test_the_headline_table_is_the_committed_references():
+    """The README's headline table is what scripts/readme_headline.py makes from the committed references it names:
+    a reference updated without the README (or a hand-edited cell) fails here."""
+    import subprocess
+
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"<!-- headline: python (scripts/readme_headline\.py [^\n]*?) -->\n(.*?)\n\n", text, re.S)
+    assert m, "README.md has no headline table after a <!-- headline: ... --> comment"
+    args = m.group(1).split()
+    out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert m.group(2).strip() == out.strip()

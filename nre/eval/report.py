@@ -154,6 +154,12 @@ def _signif(diff, p) -> str:
     return f'<span class="sub {cls}">Δ {diff:+.3f} ({ptxt}){" *" if cls else ""}</span>'
 
 
+def _maps_note(study: Study) -> str:
+    """Which maps a summary table is on, when a study has several Table 1 backends (the first one's)."""
+    t1 = list(study.table1_features)
+    return f", {_e(t1[0])} maps" if len(t1) > 1 else ""
+
+
 def _headline(ev: Path, study: Study, recall: list) -> str:
     f = ev / "headline.csv"
     if not f.exists():
@@ -182,7 +188,7 @@ def _headline(ev: Path, study: Study, recall: list) -> str:
         body.append(f"<tr{' class=ref' if ref else ''}>{''.join(cells)}</tr>")
     return (
         f"<h3>Wrong poses per category: translation error above {mid[0]:g} (scene units) or rotation error above "
-        f"{mid[1]:g} deg (lower is better)</h3>"
+        f"{mid[1]:g} deg (lower is better){_maps_note(study)}</h3>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         '<p class="note">Test pairs, each estimator at the setting chosen on the test pairs (paper protocol) and its '
         "final stage, on the Table 1 maps. Cell: rate [bootstrap 95% interval]; Δ: difference to the reference on the "
@@ -233,7 +239,7 @@ def _paper(ev: Path, study: Study, thr: dict) -> str:
             cells.append(f'<td class="num">{_e(ours)}{paper}</td>')
         body.append(f"<tr{' class=ref' if ref else ''}>{''.join(cells)}</tr>")
     return (
-        "<h3>Hard pairs at the paper's thresholds, next to the paper's Table 1</h3>"
+        f"<h3>Hard pairs at the paper's thresholds, next to the paper's Table 1{_maps_note(study)}</h3>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         '<p class="note">Ours: failure rate [95% interval] and relative deterioration w.r.t. the reference '
         "(* McNemar p &lt; 0.05). Brown: the paper's Table 1, whose numbers are its Hard category (its NRE row equals "
