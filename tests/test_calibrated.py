@@ -325,3 +325,40 @@ def test_strecha_config_problems_are_one_line(data, key, words, tmp_path):
         check_config(cfg, "strecha.yaml")
     msg = str(e.value)
     assert msg.startswith(f"strecha.yaml: {key}: ") and words in msg and "\n" not in msg, msg
+
+
+def test_strecha_config_runs_end_to_end_on_the_subset(tmp_path):
+    """config/strecha.yaml, thinned (two backends, four estimators, one chunk, no timing), run for real on the
+    committed subset: calibrated scene -> pairs -> maps -> estimates -> tables -> report. Every test pair gets a row
+    per estimator and backend, and on real photographs with calibrated cameras the estimators recover the poses."""
+    import pandas as pd
+
+    cfg = yaml.safe_load(Path(_strecha_config(tmp_path)).read_text())
+    cfg.update(
+        chunks=1,
+        features={"dsift": {}, "xfeat": {}},
+        table1_features=["dsift", "xfeat"],
+        estimators={
+            "nre_c2f": {},
+            "re_gauss": {"grid": {"sigma": [5]}},
+            "lo_ransac_poselib": {"grid": {"threshold": [8]}},
+            "oracle": {},
+        },  # fmt: skip
+        timing={"enabled": False},
+        figures={"map_pictures": 0},
+        selection={"bootstrap": 50},
+    )
+    path = tmp_path / "thin.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = _snakemake("--cores", "2", "--configfile", str(path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ev = tmp_path / "run" / "eval"
+    assert (tmp_path / "run" / "report.html").is_file() and (ev / "table1_paper_xfeat.csv").is_file()
+    pairs = pd.read_csv(tmp_path / "run" / "pairs.csv")
+    rows = pd.read_parquet(ev / "rows.parquet")
+    final = rows[rows["stage"].isin(["", "fine_gnc"])]
+    n = final.groupby(["features", "estimator"])["pair_id"].nunique()
+    assert len(n) == 8 and (n == len(pairs)).all(), n
+    test = final[final["split"] == "test"]
+    med = test.groupby(["features", "estimator"])["rotation_error_deg"].median()
+    assert (med < 0.5).all(), med  # measured 0.07-0.22 deg
