@@ -361,4 +361,4 @@ def test_strecha_config_runs_end_to_end_on_the_subset(tmp_path):
     assert len(n) == 8 and (n == len(pairs)).all(), n
     test = final[final["split"] == "test"]
     med = test.groupby(["features", "estimator"])["rotation_error_deg"].median()
-    assert (med < 0.5).all(), med  # measured 0.07-0.22 deg
+    assert (med < 0.5).all(), med
