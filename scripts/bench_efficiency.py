@@ -1,10 +1,10 @@
-"""The two efficiency items of the restructure, measured side by side in one process (same inputs, same machine load):
+"""Two implementation choices compared side by side in one process (same inputs, same machine load):
 
 1. The coarse mass of coarse-to-fine NRE's local maps (``nre.maps.local.coarse_mass`` / ``window_mass``): read from
-   the sparse coarse maps vs from a dense copy of every coarse map (the former implementation, kept here as the
-   reference). Synthetic coarse maps of N points on a stride-8 grid of a W x H image; peak memory by tracemalloc.
+   the sparse coarse maps vs from a dense copy of every coarse map (``nre.estimators.testing.dense_coarse_mass``).
+   Synthetic coarse maps of N points on a stride-8 grid of a W x H image; peak memory by tracemalloc.
 2. An in-memory problem (``nre.maps.cache.build_problem``, what ``nre localize`` and Table 3 build) then single-level
-   NRE: the dense-level maps built once and kept vs recomputed by the estimator (the former path).
+   NRE: the dense-level maps built once and kept vs recomputed by the estimator.
 
     python scripts/bench_efficiency.py [--width 1600 --height 1064 --points 1000 --repeat 3] [--pairs CSV --root R]
                                        [--json OUT]
@@ -24,21 +24,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def dense_coarse_mass(maps, pose, points3d, camera):
-    """The former ``coarse_mass``: a dense (N, h * w) copy of every coarse map, then the 2 x 2 corner cells."""
-    from nre.geometry import img_to_map
-    from nre.maps.dense import bilinear_corners
-
-    uv, valid = camera.project(points3d, pose)
-    xy = img_to_map(uv, maps.scale)
-    xy = np.where(valid[:, None] & np.isfinite(xy), xy, -10.0)
-    flat, _, inside = bilinear_corners(xy, maps.shape)
-    dense = maps.to_dense(dtype=np.float32).reshape(maps.n, -1)
-    v = dense[np.arange(maps.n)[:, None], flat]
-    prob = np.where(inside, np.exp(-v), 0.0)
-    return np.where(v >= maps.trunc, 0.0, prob).sum(1)
-
-
 def measure(fn, repeat):
     times, peak, out = [], 0, None
     for _ in range(repeat):
@@ -52,7 +37,7 @@ def measure(fn, repeat):
 
 
 def coarse_mass_item(args) -> dict:
-    from nre.estimators.testing import make_problem
+    from nre.estimators.testing import dense_coarse_mass, make_problem
     from nre.geometry import Pose
     from nre.maps.local import coarse_mass
 

@@ -151,27 +151,17 @@ def test_truncated_coarse_cells_carry_no_mass_and_bad_options_are_named():
 
 
 def test_coarse_mass_reads_the_sparse_maps_as_the_dense_ones():
-    """coarse_mass reads the 2 x 2 cells around each reprojection from the sparse maps; the dense copy it used to
-    build holds the same values: same masses, bit for bit, points outside the map and behind the camera included."""
-    from nre.estimators.testing import make_problem
-    from nre.geometry import Pose, img_to_map
-    from nre.maps.dense import bilinear_corners
+    """coarse_mass reads the 2 x 2 cells around each reprojection from the sparse maps; a dense copy of the maps
+    holds the same values: same masses, bit for bit, points outside the map and behind the camera included."""
+    from nre.estimators.testing import dense_coarse_mass, make_problem
+    from nre.geometry import Pose
     from nre.maps.local import coarse_mass
 
     P = make_problem(11, n=300, outlier_ratio=0.5)
     maps, cam, X = P.coarse, P.camera, P.points3d
     pose = Pose(P.pose.R, P.pose.t + np.array([0.3, -0.2, 0.0]))
 
-    def dense_reference():
-        uv, valid = cam.project(X, pose)
-        xy = img_to_map(uv, maps.scale)
-        xy = np.where(valid[:, None] & np.isfinite(xy), xy, -10.0)
-        flat, _, inside = bilinear_corners(xy, maps.shape)
-        dense = maps.to_dense(dtype=np.float32).reshape(maps.n, -1)
-        v = dense[np.arange(maps.n)[:, None], flat]
-        prob = np.where(inside, np.exp(-v), 0.0)
-        return np.where(v >= maps.trunc, 0.0, prob).sum(1)
-
     got = coarse_mass(maps, pose, X, cam)
-    assert np.array_equal(got, dense_reference()) and got.dtype == dense_reference().dtype
+    ref = dense_coarse_mass(maps, pose, X, cam)
+    assert np.array_equal(got, ref) and got.dtype == ref.dtype
     assert (got > 0).sum() > 50 and (got == 0).sum() > 0

@@ -9,7 +9,7 @@ import numpy as np
 
 from nre.estimators.problem import Matches, Problem
 from nre.geometry import Camera, Pose, img_to_map, so3_exp
-from nre.maps.dense import SparseLossMaps, log_omega
+from nre.maps.dense import SparseLossMaps, bilinear_corners, log_omega
 
 
 def sparse_from_logprob(logp: np.ndarray, scale, trunc: float | None = None) -> SparseLossMaps:
@@ -21,6 +21,19 @@ def sparse_from_logprob(logp: np.ndarray, scale, trunc: float | None = None) -> 
     rows, cols = np.nonzero(keep)
     offsets = np.concatenate([[0], np.cumsum(keep.sum(1))])
     return SparseLossMaps((h, w), offsets, cols, loss[rows, cols], trunc, scale)
+
+
+def dense_coarse_mass(maps: SparseLossMaps, pose: Pose, points3d: np.ndarray, camera: Camera) -> np.ndarray:
+    """Reference for ``nre.maps.local.coarse_mass``: the same mass read from a dense (N, h * w) copy of every coarse
+    map instead of the sparse cells (O(N h w) memory: for tests and benchmarks only)."""
+    uv, valid = camera.project(points3d, pose)
+    xy = img_to_map(uv, maps.scale)
+    xy = np.where(valid[:, None] & np.isfinite(xy), xy, -10.0)
+    flat, _, inside = bilinear_corners(xy, maps.shape)
+    dense = maps.to_dense(dtype=np.float32).reshape(maps.n, -1)
+    v = dense[np.arange(maps.n)[:, None], flat]
+    prob = np.where(inside, np.exp(-v), 0.0)
+    return np.where(v >= maps.trunc, 0.0, prob).sum(1)
 
 
 def gaussian_logprob(centers: np.ndarray, shape: tuple[int, int], width: float, rng=None, noise: float = 0.0):
