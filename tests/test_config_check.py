@@ -254,7 +254,7 @@ def test_real_data_root_and_scenes_are_checked_at_parse_time(case, tmp_path):
 @pytest.mark.parametrize("root", ["nowhere", "empty"])
 def test_dry_run_refuses_a_missing_data_root_in_one_line(root, tmp_path):
     """`synth: null` with a data root that is not there (or holds no scene): `snakemake -n` stops in one line naming
-    the path, before any job (it used to pass the dry run, or speak of tuning scenes)."""
+    the path, before any job."""
     (tmp_path / "empty").mkdir()
     cfg = tmp_path / "real.yaml"
     cfg.write_text(yaml.safe_dump({**_real(tmp_path / root), "out": str(tmp_path / "out")}))
