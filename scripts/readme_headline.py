@@ -29,6 +29,13 @@ def table1(ref: Path, backend: str) -> pd.DataFrame:
     return t[t["category"] == "hard"].set_index("estimator")
 
 
+def column(source: str) -> str:
+    """``results/default_xfeat:xfeat`` -> ``default, xfeat``: the study's name without its backend suffix."""
+    ref, backend = source.rsplit(":", 1)
+    name = Path(ref).name
+    return f"{name.removesuffix('_' + backend)}, {backend}"
+
+
 def cell(row, bold: bool) -> str:
     text = " / ".join(f"{row[c]:.2f}" for c in COLS)
     return f"**{text}**" if bold else text
@@ -46,9 +53,7 @@ def main():
     for src in args.sources:
         ref, backend = src.rsplit(":", 1)
         tables.append((src, table1(REPO / ref, backend)))
-    head = ["estimator", "paper (MegaDepth, S2DNet)"] + [
-        f"{Path(s.rsplit(':', 1)[0]).name}, {s.rsplit(':', 1)[1]}" for s, _ in tables
-    ]
+    head = ["estimator", "paper (MegaDepth, S2DNet)"] + [column(s) for s, _ in tables]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best = {}
     for s, t in tables:

@@ -110,7 +110,7 @@ def test_config_problems_are_one_line_naming_file_and_key(case):
 
 
 def test_the_committed_configs_pass():
-    for name in ("config.yaml", "quick.yaml", "features.yaml"):
+    for name in ("config.yaml", "quick.yaml", "features.yaml", "default_xfeat.yaml"):
         check_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
     md = yaml.safe_load((REPO / "config" / "megadepth.yaml").read_text())
     check_config(md, "megadepth.yaml", check_files=False)  # its official checkpoints are not in the repository
@@ -135,7 +135,14 @@ def test_code_defaults_are_the_measured_settings_and_paper_is_a_preset():
         "coarse_stride": 16
     }
     assert default_options("nre_compact")["coarse_stride"] == 8
-    for name in ("config.yaml", "quick.yaml", "features.yaml", "sacre_coeur.yaml", "strecha.yaml"):
+    for name in (
+        "config.yaml",
+        "quick.yaml",
+        "features.yaml",
+        "default_xfeat.yaml",
+        "sacre_coeur.yaml",
+        "strecha.yaml",
+    ):
         cfg = yaml.safe_load((REPO / "config" / name).read_text())
         for entry in list(cfg["features"].values()) + list(cfg["estimators"].values()):
             assert "preset" not in (entry or {}), name
@@ -263,3 +270,16 @@ def test_dry_run_refuses_a_missing_data_root_in_one_line(root, tmp_path):
     assert p.returncode != 0 and len(lines) == 1, lines[:20]
     assert lines[0].startswith(f"config error: {cfg}: data.") and str(tmp_path / root) in lines[0], lines[0]
     assert "tuning" not in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_the_xfeat_default_is_the_default_study_on_other_maps():
+    """config/default_xfeat.yaml claims the default's scenes, pairs, sweeps and evaluation with XFeat maps instead of
+    dense SIFT: editing one config and not the other breaks the comparison of results/default and
+    results/default_xfeat, and fails here."""
+    load = lambda name: with_defaults(yaml.safe_load((REPO / "config" / name).read_text()))  # noqa: E731
+    default, xfeat = load("config.yaml"), load("default_xfeat.yaml")
+    assert set(xfeat["features"]) == {"xfeat"} and xfeat["table1_features"] in ("xfeat", ["xfeat"])
+    assert "dsift" in default["features"] and default["table1_features"] in ("dsift", ["dsift"])
+    differs = {"name", "out", "features", "table1_features", "timing"}
+    for key in sorted((set(default) | set(xfeat)) - differs):
+        assert default.get(key) == xfeat.get(key), key

@@ -18,7 +18,14 @@ MD_DATA = json.dumps({"root": str(TINY_MD), "synth": None, "test_scenes": ["0016
 
 
 @pytest.mark.parametrize(
-    "config", ["config/config.yaml", "config/quick.yaml", "config/features.yaml", "config/sacre_coeur.yaml"]
+    "config",
+    [
+        "config/config.yaml",
+        "config/quick.yaml",
+        "config/features.yaml",
+        "config/default_xfeat.yaml",
+        "config/sacre_coeur.yaml",
+    ],
 )
 def test_dry_run(config, tmp_path):
     p = snakemake("-n", "--configfile", config, "--config", f"out={tmp_path}")
