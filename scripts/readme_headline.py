@@ -10,6 +10,8 @@ the hard pairs, the estimator at the setting chosen on the test pairs (the paper
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,9 +24,17 @@ RE = {"re_gauss", "lo_ransac_poselib", "lo_ransac_pycolmap", "lo_ransac_opencv",
 
 
 def table1(ref: Path, backend: str) -> pd.DataFrame:
-    f = ref / f"table1_paper_{backend}.csv"
-    if not f.exists():  # the first Table 1 backend's table carries no suffix
-        f = ref / "table1_paper.csv"
+    """The hard rows of ``backend``'s Table 1 in reference ``ref``: the first Table 1 backend of the config the
+    reference was made from (its provenance) has the unsuffixed table, the others ``table1_paper_<backend>.csv``."""
+    from nre.workflow.config import load_config
+
+    config = json.loads((ref / "provenance.json").read_text())["config"]
+    t1 = load_config([REPO / c for c in ([config] if isinstance(config, str) else config)])["table1_features"]
+    first = t1 if isinstance(t1, str) else t1[0]
+    f = ref / ("table1_paper.csv" if backend == first else f"table1_paper_{backend}.csv")
+    if not f.exists():
+        print(f"readme_headline: {ref.relative_to(REPO)}: no Table 1 on backend {backend!r}", file=sys.stderr)
+        raise SystemExit(2)
     t = pd.read_csv(f, dtype={"params": str})
     return t[t["category"] == "hard"].set_index("estimator")
 

@@ -85,3 +85,17 @@ def test_the_headline_table_is_the_committed_references():
     args = m.group(1).split()
     out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert m.group(2).strip() == out.strip()
+
+
+def test_the_headline_refuses_a_backend_the_reference_has_no_table1_on():
+    """results/default has Table 1 on dense SIFT only: asking for its XFeat column is an error, never dense SIFT's
+    table under the XFeat name."""
+    import subprocess
+
+    p = subprocess.run(
+        [sys.executable, "scripts/readme_headline.py", "results/default:xfeat"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2 and p.stderr.strip() == "readme_headline: results/default: no Table 1 on backend 'xfeat'"
