@@ -282,9 +282,13 @@ def test_real_run_failure_ctrl_c_resume_and_status(tmp_path):
     the report's path; `nre status` tells each of these states."""
     cfg, run = _tiny(tmp_path), tmp_path / "run"
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(cfg)]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_shim(tmp_path, "manifest1.csv"))
-    out = p.stdout + p.stderr
-    assert p.returncode != 0 and f"nre status {run} [--watch]" in out
+    # --keep-going (as the default profile sets it): the maps jobs take both cores, so without it the order the
+    # scheduler picks decides whether chunk 0 ever runs before chunk 1 fails
+    first = subprocess.run(
+        [*cmd, "--keep-going"], cwd=REPO, capture_output=True, text=True, env=_shim(tmp_path, "manifest1.csv")
+    )
+    out = first.stdout + first.stderr
+    assert first.returncode != 0 and f"nre status {run} [--watch]" in out
     log = run / "logs" / "maps" / "dsift_1.log"
     failed = f"maps dsift chunk 1: nre maps: data/x.jpg: cannot read the image (test) [log: {log}]"
     assert f"failed: {failed}" in out and out.rstrip().endswith(f"  {failed}")
