@@ -283,3 +283,24 @@ def test_the_xfeat_default_is_the_default_study_on_other_maps():
     differs = {"name", "out", "features", "table1_features", "timing"}
     for key in sorted((set(default) | set(xfeat)) - differs):
         assert default.get(key) == xfeat.get(key), key
+
+
+def test_the_regress_rule_passes_the_runs_config_overrides(tmp_path):
+    """`--config key=value` joins the study the regression check compares (nre regress --overrides), so a rerun
+    with another setting is called stale instead of being compared with the reference's numbers."""
+    out = tmp_path / "out"
+    p = _snakemake("-n", "-p", "--configfile", "config/quick.yaml", "--config", "regress=True", f"out={out}")
+    cmds = [ln.split("Shell command: ", 1)[1] for ln in p.stdout.splitlines() if "Shell command: nre regress" in ln]
+    assert p.returncode == 0 and len(cmds) == 1, p.stderr[-2000:]
+    args = shlex.split(cmds[0])
+    assert json.loads(args[args.index("--overrides") + 1]) == {"regress": True, "out": str(out)}
+
+
+def test_a_lowercase_boolean_on_the_command_line_says_how_to_write_it():
+    """Snakemake's --config reads True/False as booleans and `true` as text: the error says so."""
+    from nre.workflow.config import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"--config regress=...\): regress: 'true' is not of type boolean \(on Snake"):
+        check_config(_with(lambda c: c.__setitem__("regress", "true")), "config/quick.yaml", {"regress": "true"})
+    with pytest.raises(ConfigError, match=r"boolean$"):  # the same value in a file: YAML's true is a boolean there
+        check_config(_with(lambda c: c.__setitem__("regress", "yes please")), "config/quick.yaml")

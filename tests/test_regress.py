@@ -334,3 +334,18 @@ def test_the_study_of_layered_config_files(tmp_path):
     assert layered != study_hash(REPO / "config" / "quick.yaml")
     extra.write_text("estimators:\n  lo_ransac_poselib: {grid: {threshold: [4]}}\n")
     assert layered == study_hash(merged)  # layering merges mappings key by key: seeds: 3 stays
+
+
+def test_the_runs_config_overrides_are_part_of_the_study(capsys):
+    """`snakemake --config max_points=99` runs another study than its config files describe: the regress rule passes
+    the overrides, and the check calls the reference stale instead of comparing other numbers with it. An override
+    of an operational key (chunks) changes no study."""
+    ref = REPO / "results" / "quick"
+    cmd = ["regress", "--reference", str(ref), "--current", str(ref), "--config", str(REPO / "config" / "quick.yaml")]
+    assert main(cmd) == 0
+    assert main([*cmd, "--overrides", '{"chunks": 4}']) == 0
+    capsys.readouterr()
+    assert main([*cmd, "--overrides", '{"max_points": 99}']) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("REGRESSION: stale reference") and '--config {"max_points": 99}' in out
+    assert main([*cmd, "--overrides", "[1]"]) == 2 and "--overrides: expected a JSON dict" in capsys.readouterr().err

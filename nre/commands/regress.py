@@ -14,6 +14,12 @@ def add_arguments(p):
     p.add_argument(
         "--config", nargs="+", help="the config file(s) of the run, layered in order (their study digest must match)"
     )
+    p.add_argument(
+        "--overrides",
+        default=None,
+        help="JSON of the run's Snakemake --config key=value settings, layered over the config files (the workflow "
+        "passes them)",
+    )
     p.add_argument("--pairs", help="pair table of the run (checked against the reference's; needed by --update)")
     p.add_argument("--abs-tol", type=float, default=None, help="absolute tolerance of a failure rate")
     p.add_argument("--pairs-tol", type=float, default=None, help="pairs allowed to flip per rate cell (default 1)")
@@ -39,10 +45,11 @@ def run(args) -> int:
         return 0
     if not (args.reference and args.current and args.config):
         raise OptionError("--reference, --current and --config are required")
+    overrides = json_option(args.overrides, "--overrides")
     if args.update:
         if not args.pairs:
             raise OptionError("--update needs --pairs")
-        update(args.reference, args.current, args.config, args.pairs, rows=args.rows)
+        update(args.reference, args.current, args.config, args.pairs, rows=args.rows, overrides=overrides)
         print(f"reference {args.reference} updated from {args.current}")
         return 0
     ok, text = regress(
@@ -54,6 +61,7 @@ def run(args) -> int:
         pairs_tol=args.pairs_tol,
         tolerances=json_option(args.tolerances, "--tolerances"),
         out=args.out,
+        overrides=overrides,
     )
     print(text)
     return 0 if ok else 1

@@ -63,24 +63,31 @@ def file_hash(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def study_hash(config_path) -> str:
-    """The digest of the study a config file (or several, layered) describes: ``nre.workflow.plan.study_digest``
-    of the config with its defaults and presets applied, so that a comment or a repeated default changes nothing
-    and a changed code default of an estimator it runs makes the reference stale."""
+def study_hash(config_path, overrides: dict | None = None) -> str:
+    """The digest of the study a config file (or several, layered, then ``overrides``: Snakemake's ``--config
+    key=value``) describes: ``nre.workflow.plan.study_digest`` of the config with its defaults and presets applied,
+    so that a comment or a repeated default changes nothing and a changed code default of an estimator it runs makes
+    the reference stale."""
     from nre.workflow.config import load_config, with_defaults
     from nre.workflow.plan import study_digest
 
     paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
-    return study_digest(with_defaults(load_config(paths)))
+    return study_digest(with_defaults(load_config(paths, overrides)))
 
 
-def provenance(config_path, pairs_csv) -> dict:
+def _described(paths, overrides: dict | None) -> str:
+    """The config files (and overrides) as the provenance and the messages name them."""
+    text = " + ".join(map(str, paths))
+    return f"{text} + --config {json.dumps(overrides, sort_keys=True)}" if overrides else text
+
+
+def provenance(config_path, pairs_csv, overrides: dict | None = None) -> dict:
     from nre.versions import versions
 
     paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
     out = {
-        "config": " + ".join(map(str, paths)),
-        "study_sha256": study_hash(paths),
+        "config": _described(paths, overrides),
+        "study_sha256": study_hash(paths, overrides),
         "pairs_sha256": file_hash(pairs_csv),
         "versions": versions(),
     }
@@ -328,17 +335,21 @@ def check(
     pairs_tol: float | None = None,
     pairs_csv=None,
     tolerances: dict | None = None,
+    overrides: dict | None = None,
 ):
-    """(ok, message). Fails on a stale reference, a different pair table, or metrics beyond tolerance."""
+    """(ok, message). Fails on a stale reference, a different pair table, or metrics beyond tolerance.
+    ``overrides``: the run's ``--config key=value`` settings, layered over the config files."""
     ref_dir = Path(reference_dir)
     prov_file = ref_dir / "provenance.json"
     if not prov_file.exists():
         return False, f"{prov_file}: missing (no committed reference; create one with `nre regress --update`)"
     prov = json.loads(prov_file.read_text())
-    now = study_hash(config_path)
+    now = study_hash(config_path, overrides)
     if prov.get("study_sha256") != now:
+        paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
         return False, (
-            f"stale reference: {ref_dir} was made from a different study than {config_path} describes now "
+            f"stale reference: {ref_dir} was made from a different study than {_described(paths, overrides)} "
+            "describes now "
             f"(study hash {prov.get('study_sha256')} != {now}: the config or an estimator's code defaults changed); "
             "rerun and update it on purpose (nre regress --update, docs/reference-results.md)"
         )
@@ -468,7 +479,9 @@ def slim_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def update(reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = "auto") -> None:
+def update(
+    reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = "auto", overrides: dict | None = None
+) -> None:
     """Deliberately replace the reference with the current run (old files of the reference are removed).
 
     ``rows``: ``full`` copies every result row (``rows.parquet``: poses, diagnostics, versions); ``errors`` writes
@@ -501,7 +514,9 @@ def update(reference_dir, current_eval_dir, config_path, pairs_csv, rows: str = 
         else:
             slim_rows(pd.read_parquet(src)).to_parquet(ref / "errors.parquet", compression="zstd", index=False)
     shutil.copy2(pairs_csv, ref / "pairs.csv")
-    (ref / "provenance.json").write_text(json.dumps(provenance(config_path, pairs_csv), indent=2, sort_keys=True))
+    (ref / "provenance.json").write_text(
+        json.dumps(provenance(config_path, pairs_csv, overrides), indent=2, sort_keys=True)
+    )
 
 
 def regress(
@@ -514,6 +529,7 @@ def regress(
     pairs_tol: float | None = None,
     tolerances: dict | None = None,
     out: str | Path | None = None,
+    overrides: dict | None = None,
 ) -> tuple[bool, str]:
     """``check`` as a verdict text (``OK: ...`` or ``REGRESSION: ...``), also written to ``out`` when given. A
     missing config file or evaluation folder is an error (FileNotFoundError), not a verdict."""
@@ -522,7 +538,7 @@ def regress(
             raise FileNotFoundError(errno.ENOENT, "no such config file", str(c))
     if not Path(current).is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such evaluation folder", str(current))
-    ok, msg = check(reference, current, config, abs_tol, pairs_tol, pairs, tolerances)
+    ok, msg = check(reference, current, config, abs_tol, pairs_tol, pairs, tolerances, overrides)
     text = ("OK: " if ok else "REGRESSION: ") + msg
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -500,7 +500,10 @@ def check_config(
 
     p = schema_problem(config, schema_path)
     if p:
-        fail(*p)
+        key, problem = p
+        if overrides and key.split(".")[0] in overrides and problem.endswith("is not of type boolean"):
+            problem += " (on Snakemake's command line a boolean is True or False)"
+        fail(key, problem)
     problems = semantic_problems(with_defaults(config, schema_path), check_files)
     if problems:
         more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""

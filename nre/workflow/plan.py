@@ -34,6 +34,11 @@ def jdump(obj) -> str:
     return json.dumps(obj if obj is not None else {}, sort_keys=True)
 
 
+def overrides_option(plan) -> list[str]:
+    """``nre regress``'s ``--overrides JSON`` for the run's ``--config key=value`` settings (none: no option)."""
+    return ["--overrides", jdump(plan.overrides)] if plan.overrides else []
+
+
 @dataclass(frozen=True)
 class EstimatorEntry:
     """One ``estimators:`` entry of a config, resolved."""
@@ -117,8 +122,9 @@ class Plan:
     """The jobs and settings of a validated configuration with its defaults filled in
     (``nre.workflow.config.with_defaults``)."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, overrides: dict | None = None):
         self.config = config
+        self.overrides = dict(overrides or {})  # Snakemake's --config key=value, already merged into config
         self.name = config["name"]
         self.out = config["out"]
         self.root = config["data"]["root"]
@@ -278,7 +284,7 @@ def workflow_plan(workflow, config: dict) -> Plan:
         filled = with_defaults(config)
         config.clear()
         config.update(filled)
-        plan = Plan(config)
+        plan = Plan(config, overrides)
         for name, why in plan.left_out.items():
             log.warning("features.%s (optional) is left out: %s", name, why)
         return plan

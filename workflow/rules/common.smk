@@ -3,7 +3,7 @@ import os
 import re
 
 from nre.workflow.config import calibrated_scenes, sfm_scene, test_scenes
-from nre.workflow.plan import jdump
+from nre.workflow.plan import jdump, overrides_option
 
 OUT = PLAN.out
 ROOT = PLAN.root

@@ -233,10 +233,11 @@ rule regress:
         ref=f"results/{config['name']}",
         evaldir=lambda w, input: os.path.dirname(input.rates),
         configfiles=[str(f) for f in workflow.configfiles] or ["config/config.yaml"],  # layered in order
+        overrides=overrides_option(PLAN),  # --config key=value: part of the study the digest must match
     log:
         f"{OUT}/logs/regress.log",
     conda:
         ENV
     shell:
         "nre regress --reference {params.ref:q} --current {params.evaldir:q} --config {params.configfiles:q}"
-        " --pairs {input.pairs:q} --out {output:q} > {log:q} 2>&1"
+        " {params.overrides:q} --pairs {input.pairs:q} --out {output:q} > {log:q} 2>&1"
