@@ -12,9 +12,11 @@ Pinned differences between libraries (recorded in each result's diagnostics):
   count, no minimum). pycolmap additionally caps its trials from ``min_inlier_ratio`` (0.1, left at its default).
 - pycolmap's RANSAC seed is non-deterministic by default: it is set from the problem seed.
 - poselib quaternions are (w, x, y, z), pycolmap's (x, y, z, w): poses go through rotation matrices only.
-- OpenCV's GC-RANSAC stands in for pygcransac (0.1.1 crashes on absolute pose); ``USAC_ACCURATE`` was seen to
-  return different results on identical calls. OpenCV's USAC ignores ``cv2.setRNGSeed`` (its generator state is fixed):
-  the problem's seed reaches it as a seeded order of the matches.
+- OpenCV's GC-RANSAC stands in for pygcransac (0.1.1 crashes on absolute pose). OpenCV's USAC samples from a
+  generator of fixed state (it ignores ``cv2.setRNGSeed``): the problem's seed reaches it as a seeded order of the
+  matches. ``USAC_ACCURATE``'s graph-cut local optimisation draws from OpenCV's global generator, whose state carries
+  over from call to call (identical calls gave different poses): it is reset from the problem's seed before every
+  call, so GC-RANSAC is as reproducible as the others.
 - MAGSAC++ (``USAC_MAGSAC``) marginalises over noise scales, so its threshold is not an inlier/outlier decision
   during the search: it bounds the scales and sets the returned inlier set, on which OpenCV polishes the final pose
   (so the pose stops changing with it above the noise level). It is still swept.
@@ -155,6 +157,7 @@ class _OpenCvUsac(_Ransac):
         # OpenCV's USAC draws its samples from a generator whose state is fixed (it ignores cv2.setRNGSeed), so the
         # matches go in a seeded order: the problem's seed decides the samples, as for the other RANSACs
         order = problem.rng(self.name, "usac order").permutation(len(uv))
+        cv2.setRNGSeed(derive_seed(problem.seed, self.name, "opencv rng") % 2**31)  # GC-RANSAC's local optimisation
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
             X[order],
             uv[order],
@@ -180,8 +183,8 @@ class LoRansacOpenCV(_OpenCvUsac):
 
 
 class GcRansac(_OpenCvUsac):
-    """GC-RANSAC through OpenCV's USAC_ACCURATE (its local optimisation is not bit-reproducible across identical
-    calls)."""
+    """GC-RANSAC through OpenCV's USAC_ACCURATE (its graph-cut local optimisation draws from OpenCV's global
+    generator, reset from the problem's seed before each call)."""
 
     name = "gc_ransac"
     label = "GC-RANSAC (OpenCV)"

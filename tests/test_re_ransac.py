@@ -11,7 +11,6 @@ from nre.estimators.testing import matches_problem as synthetic_problem
 from nre.geometry import R_to_quat_wxyz, pose_error
 
 RE = ["lo_ransac_poselib", "lo_ransac_pycolmap", "lo_ransac_opencv", "gc_ransac", "magsac_pp"]
-SEEDED = ["lo_ransac_poselib", "lo_ransac_pycolmap", "lo_ransac_opencv", "magsac_pp"]  # gc_ransac: see below
 
 
 @pytest.fixture(scope="module")
@@ -61,24 +60,22 @@ def test_threshold_is_in_pixels(name):
     assert 296 <= r2.inliers <= 304, (name, r2.inliers)
 
 
-@pytest.mark.parametrize("name", SEEDED)
-def test_same_seed_same_result(name):
-    prob, _ = synthetic_problem(4, outliers=0.6)
-    a = registry.get(name)().run(prob, [{"threshold": 6.0}])[0][0]
-    b = registry.get(name)().run(prob, [{"threshold": 6.0}])[0][0]
-    np.testing.assert_array_equal(a.pose.R, b.pose.R)
-    np.testing.assert_array_equal(a.pose.t, b.pose.t)
-    assert a.inliers == b.inliers
-
-
-def test_gc_ransac_repeatability_is_tolerated():
-    # OpenCV's USAC_ACCURATE was seen to return different results on identical, identically seeded calls: only
-    # require each result to be accurate and the results to agree to within the accuracy tolerance.
-    prob, depth = synthetic_problem(4, outliers=0.6)
-    runs = [registry.get("gc_ransac")().run(prob, [{"threshold": 6.0}])[0][0] for _ in range(3)]
-    for r in runs:
-        assert r.success and pose_error(r.pose, prob.gt_pose).rotation_deg < 0.1
-    assert max(pose_error(r.pose, runs[0].pose).rotation_deg for r in runs) < 0.1
+@pytest.mark.parametrize("name", RE)
+def test_same_seed_same_result_whatever_ran_before(name):
+    """Bit-identical results for one problem and seed, whatever ran before in the process: GC-RANSAC's local
+    optimisation draws from OpenCV's global generator, whose state other calls advance (without the reset from the
+    problem's seed the second call differs)."""
+    prob, _ = synthetic_problem(6, n=500, outliers=0.5, noise=3.0)
+    other, _ = synthetic_problem(7, n=300, outliers=0.5)
+    est = registry.get(name)()
+    runs = []
+    for _ in range(5):
+        runs.append(est.run(prob, [{"threshold": 12.0}])[0][0])
+        est.run(other, [{"threshold": 4.0}])
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.pose.R, runs[0].pose.R)
+        np.testing.assert_array_equal(r.pose.t, runs[0].pose.t)
+        assert r.inliers == runs[0].inliers
 
 
 def test_budget_is_pinned_and_recorded():
