@@ -258,7 +258,7 @@ def test_committed_reference_is_not_stale(prov):
     d = json.loads(prov.read_text())
     cfg = REPO / d["config"]
     assert cfg.is_file(), f"{prov}: its config {d['config']} does not exist"
-    assert study_hash(cfg) == d["study_sha256"], (
+    assert study_hash(cfg, d.get("overrides")) == d["study_sha256"], (
         f"stale reference: {prov.parent} was made from a different study than {d['config']} describes now (the "
         "config or an estimator's code defaults changed); rerun that config and update the reference "
         "(docs/reference-results.md)"
@@ -349,3 +349,21 @@ def test_the_runs_config_overrides_are_part_of_the_study(capsys):
     out = capsys.readouterr().out
     assert out.startswith("REGRESSION: stale reference") and '--config {"max_points": 99}' in out
     assert main([*cmd, "--overrides", "[1]"]) == 2 and "--overrides: expected a JSON dict" in capsys.readouterr().err
+
+
+def test_a_reference_made_with_overrides_records_them(tmp_path):
+    """`nre regress --update --overrides` keeps the config files and the overrides apart in the provenance, and the
+    reference is current for that study only."""
+    from nre.reference.regress import check, provenance, study_hash
+
+    pairs = REPO / "results" / "quick" / "pairs.csv"
+    cfg = REPO / "config" / "quick.yaml"
+    prov = provenance(cfg, pairs, {"max_points": 99})
+    assert prov["config"] == str(cfg) and prov["overrides"] == {"max_points": 99}
+    assert prov["study_sha256"] == study_hash(cfg, {"max_points": 99}) != study_hash(cfg)
+    assert "overrides" not in provenance(cfg, pairs)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "provenance.json").write_text(json.dumps(prov))
+    ok, msg = check(ref, REPO / "results" / "quick", cfg)
+    assert not ok and msg.startswith("stale reference")

@@ -86,11 +86,13 @@ def provenance(config_path, pairs_csv, overrides: dict | None = None) -> dict:
 
     paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
     out = {
-        "config": _described(paths, overrides),
+        "config": " + ".join(map(str, paths)),
         "study_sha256": study_hash(paths, overrides),
         "pairs_sha256": file_hash(pairs_csv),
         "versions": versions(),
     }
+    if overrides:
+        out["overrides"] = overrides  # Snakemake's --config key=value of the run, part of the study
     generator = synth_generator(paths[-1])
     if generator is not None:
         out["synth_generator"] = generator
