@@ -71,22 +71,26 @@ def study_hash(config_path, overrides: dict | None = None) -> str:
     from nre.workflow.config import load_config, with_defaults
     from nre.workflow.plan import study_digest
 
-    paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
-    return study_digest(with_defaults(load_config(paths, overrides)))
+    return study_digest(with_defaults(load_config(_config_paths(config_path), overrides)))
 
 
-def _described(paths, overrides: dict | None) -> str:
+def _config_paths(config_path) -> list:
+    """One config file or several (layered in order) as a list."""
+    return [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
+
+
+def _described(config_path, overrides: dict | None = None) -> str:
     """The config files (and overrides) as the provenance and the messages name them."""
-    text = " + ".join(map(str, paths))
+    text = " + ".join(map(str, _config_paths(config_path)))
     return f"{text} + --config {json.dumps(overrides, sort_keys=True)}" if overrides else text
 
 
 def provenance(config_path, pairs_csv, overrides: dict | None = None) -> dict:
     from nre.versions import versions
 
-    paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
+    paths = _config_paths(config_path)
     out = {
-        "config": " + ".join(map(str, paths)),
+        "config": _described(paths),
         "study_sha256": study_hash(paths, overrides),
         "pairs_sha256": file_hash(pairs_csv),
         "versions": versions(),
@@ -348,9 +352,8 @@ def check(
     prov = json.loads(prov_file.read_text())
     now = study_hash(config_path, overrides)
     if prov.get("study_sha256") != now:
-        paths = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
         return False, (
-            f"stale reference: {ref_dir} was made from a different study than {_described(paths, overrides)} "
+            f"stale reference: {ref_dir} was made from a different study than {_described(config_path, overrides)} "
             "describes now "
             f"(study hash {prov.get('study_sha256')} != {now}: the config or an estimator's code defaults changed); "
             "rerun and update it on purpose (nre regress --update, docs/reference-results.md)"
@@ -491,7 +494,7 @@ def update(
     MAX_FULL_ROWS_MB, else errors (the embedded default's 3300 pairs x ~70 rows)."""
     if rows not in ("auto", "full", "errors"):
         raise OptionError(f"rows must be auto, full or errors, got {rows!r}")
-    configs = [config_path] if isinstance(config_path, (str, Path)) else list(config_path)
+    configs = _config_paths(config_path)
     if len(configs) == 1:
         config_path = configs[0]  # the provenance names the one file, as the staleness test reads it
     for f in (Path(current_eval_dir) / "failure_rates.csv", *map(Path, configs), Path(pairs_csv)):
@@ -535,7 +538,7 @@ def regress(
 ) -> tuple[bool, str]:
     """``check`` as a verdict text (``OK: ...`` or ``REGRESSION: ...``), also written to ``out`` when given. A
     missing config file or evaluation folder is an error (FileNotFoundError), not a verdict."""
-    for c in [config] if isinstance(config, (str, Path)) else config:
+    for c in _config_paths(config):
         if not Path(c).is_file():
             raise FileNotFoundError(errno.ENOENT, "no such config file", str(c))
     if not Path(current).is_dir():

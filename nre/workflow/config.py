@@ -493,15 +493,20 @@ def check_config(
     """Raise ``ConfigError('<file>: <key>: <problem>')`` for the first problem of ``config`` (schema first, then
     the semantic checks; a key set on the command line is marked ``(--config)``)."""
 
-    def fail(key: str, problem: str):
+    def on_command_line(key: str) -> str | None:
+        """The top-level key of ``key`` when Snakemake's --config set it, else None."""
         top = key.split(".")[0].split("[")[0]
-        src = f"{config_file} (--config {top}=...)" if overrides and top in overrides else str(config_file)
+        return top if overrides and top in overrides else None
+
+    def fail(key: str, problem: str):
+        top = on_command_line(key)
+        src = f"{config_file} (--config {top}=...)" if top else str(config_file)
         raise ConfigError(" ".join(f"{src}: {key}: {problem}".split()))
 
     p = schema_problem(config, schema_path)
     if p:
         key, problem = p
-        if overrides and key.split(".")[0] in overrides and problem.endswith("is not of type boolean"):
+        if on_command_line(key) and problem.endswith("is not of type boolean"):
             problem += " (on Snakemake's command line a boolean is True or False)"
         fail(key, problem)
     problems = semantic_problems(with_defaults(config, schema_path), check_files)
